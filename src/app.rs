@@ -1,0 +1,199 @@
+//! Builds receivers, pipeline and API from a valid config, and owns the
+//! staged shutdown: readiness off → receivers stop and finish in-flight
+//! requests → queues drain and consumers flush → API server stops.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ValidConfig;
+use crate::pipeline::{ConsumerFactory, DrainReport, Pipeline, PipelineError};
+use crate::receiver::{ReceiverMetrics, otlp_grpc, otlp_http};
+use crate::web::{self, Readiness};
+
+/// Why the collector could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr} for {component}: {source}")]
+    Bind {
+        /// The component, such as `otlp_grpc`.
+        component: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory cannot be created or written.
+    #[error("data directory {path} is not usable: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Draining did not finish in time.
+    #[error(transparent)]
+    Drain(#[from] PipelineError),
+}
+
+/// Addresses actually bound (ports resolved when configured as 0).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    /// OTLP/gRPC, if enabled.
+    pub grpc: Option<SocketAddr>,
+    /// OTLP/HTTP, if enabled.
+    pub http: Option<SocketAddr>,
+    /// API server.
+    pub api: SocketAddr,
+}
+
+/// A started collector.
+pub struct App {
+    /// Where it listens.
+    pub addrs: BoundAddrs,
+    pipeline: Pipeline,
+    readiness: Arc<Readiness>,
+    stop_receivers: CancellationToken,
+    stop_api: CancellationToken,
+    receivers: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
+    api: JoinHandle<std::io::Result<()>>,
+}
+
+impl App {
+    /// Binds every listener, then starts workers and servers.
+    pub async fn start(
+        config: &ValidConfig,
+        consumers: &ConsumerFactory,
+    ) -> Result<Self, AppError> {
+        ensure_data_dir(&config.storage.data_dir)?;
+        let otlp = &config.receivers.otlp;
+        // Bind first, so a taken port fails startup before any task runs.
+        let grpc_listener = match otlp.grpc.enabled {
+            true => Some(bind("otlp_grpc", otlp.grpc.listen).await?),
+            false => None,
+        };
+        let http_listener = match otlp.http.enabled {
+            true => Some(bind("otlp_http", otlp.http.listen).await?),
+            false => None,
+        };
+        let api_listener = bind("api", config.api.listen).await?;
+        let addrs = BoundAddrs {
+            grpc: grpc_listener.as_ref().map(local_addr),
+            http: http_listener.as_ref().map(local_addr),
+            api: local_addr(&api_listener),
+        };
+
+        let mut registry = Registry::default();
+        let receiver_metrics = ReceiverMetrics::register(&mut registry);
+        let pipeline = Pipeline::start(&config.pipeline, consumers, &mut registry);
+        let readiness = Arc::new(Readiness::default());
+        let stop_receivers = CancellationToken::new();
+        let stop_api = CancellationToken::new();
+
+        let mut receivers = Vec::new();
+        if let Some(listener) = grpc_listener {
+            let service = otlp_grpc::OtlpGrpcService::new(
+                &otlp.grpc,
+                pipeline.handle(),
+                receiver_metrics.clone(),
+            );
+            let stop = stop_receivers.clone().cancelled_owned();
+            let task = tokio::spawn(async move {
+                otlp_grpc::serve(listener, service, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+            receivers.push(("otlp_grpc", task));
+        }
+        if let Some(listener) = http_listener {
+            let router = otlp_http::router(&otlp.http, pipeline.handle(), receiver_metrics.clone());
+            let stop = stop_receivers.clone().cancelled_owned();
+            let task = tokio::spawn(async move {
+                otlp_http::serve(listener, router, stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+            receivers.push(("otlp_http", task));
+        }
+        let api_router = web::router(Arc::new(registry), readiness.clone());
+        let api_stop = stop_api.clone().cancelled_owned();
+        let api = tokio::spawn(async move {
+            axum::serve(api_listener, api_router)
+                .with_graceful_shutdown(api_stop)
+                .await
+        });
+
+        for (component, addr) in [("otlp_grpc", addrs.grpc), ("otlp_http", addrs.http)] {
+            if let Some(addr) = addr {
+                tracing::info!(component, %addr, "listening");
+            }
+        }
+        tracing::info!(component = "api", addr = %addrs.api, "listening");
+        readiness.set(true);
+        Ok(Self {
+            addrs,
+            pipeline,
+            readiness,
+            stop_receivers,
+            stop_api,
+            receivers,
+            api,
+        })
+    }
+
+    /// Stops everything in order, all before `deadline`.
+    pub async fn shutdown(self, deadline: Instant) -> Result<DrainReport, AppError> {
+        self.readiness.set(false);
+        self.stop_receivers.cancel();
+        for (component, task) in self.receivers {
+            match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(Ok(()))) => tracing::debug!(component, "receiver stopped"),
+                Ok(Ok(Err(err))) => tracing::error!(component, error = %err, "receiver failed"),
+                Ok(Err(err)) => tracing::error!(component, error = %err, "receiver task panicked"),
+                Err(_) => tracing::warn!(component, "receiver did not stop before the deadline"),
+            }
+        }
+        let report = self.pipeline.drain(deadline).await;
+        self.stop_api.cancel();
+        if tokio::time::timeout_at(deadline, self.api).await.is_err() {
+            tracing::warn!("api server did not stop before the deadline");
+        }
+        Ok(report?)
+    }
+}
+
+async fn bind(component: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            component,
+            addr,
+            source,
+        })
+}
+
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .expect("bound listener has an address")
+}
+
+fn ensure_data_dir(path: &Path) -> Result<(), AppError> {
+    let fail = |source| AppError::DataDir {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(fail)?;
+    let probe = path.join(".write-check");
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)
+}

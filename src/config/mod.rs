@@ -1,0 +1,407 @@
+//! The YAML configuration: serde types, embedded defaults and `validate()`.
+//!
+//! Precedence is CLI > environment > file > default: [`Config::load`] reads
+//! the file over the defaults, then [`Overrides`] from the environment and
+//! from the command line are applied in that order.
+
+mod env;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use env::{
+    ENV_API_LISTEN, ENV_CONFIG, ENV_DATA_DIR, ENV_GRPC_LISTEN, ENV_HTTP_LISTEN, ENV_LOG_FORMAT,
+    ENV_LOG_LEVEL, Overrides,
+};
+
+use crate::pipeline::PipelineConfig;
+use crate::receiver::{OtlpGrpcConfig, OtlpHttpConfig};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Deployment role; only `standalone` exists so far.
+    pub mode: Mode,
+    /// Span receivers.
+    pub receivers: ReceiversConfig,
+    /// The API, metrics and health server.
+    pub api: ApiConfig,
+    /// Queues and workers between receivers and consumers.
+    pub pipeline: PipelineConfig,
+    /// Durable local state.
+    pub storage: StorageConfig,
+    /// Log output.
+    pub log: LogConfig,
+    /// Time allowed from SIGTERM to exit: stop receivers, drain, flush.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Standalone,
+            receivers: ReceiversConfig::default(),
+            api: ApiConfig::default(),
+            pipeline: PipelineConfig::default(),
+            storage: StorageConfig::default(),
+            log: LogConfig::default(),
+            shutdown_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Deployment role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Receive, process and export in one process.
+    #[default]
+    Standalone,
+}
+
+/// Span receivers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiversConfig {
+    /// OTLP over gRPC and HTTP.
+    pub otlp: OtlpConfig,
+}
+
+/// OTLP receivers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// OTLP/gRPC (`TraceService/Export`).
+    pub grpc: OtlpGrpcConfig,
+    /// OTLP/HTTP (`POST /v1/traces`).
+    pub http: OtlpHttpConfig,
+}
+
+/// The API server: graph API, `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Listen address; loopback by default, `0.0.0.0:8080` in Kubernetes.
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// Durable local state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory for durable state; created at start, must be writable.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./tracemap-data"),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: a level (`info`) or directives (`info,tracemap=debug`).
+    pub level: String,
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "unknown log format {other:?}, expected text or json"
+            )),
+        }
+    }
+}
+
+/// One invalid setting: the key and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// Dotted path of the key, such as `pipeline.workers`.
+    pub key: String,
+    /// Why the value is refused.
+    pub reason: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML of the expected shape.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error, which names the key and line.
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    /// An environment variable has a value that does not parse.
+    #[error("invalid environment variable {name}={value:?}: {reason}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// Values parse but break a rule.
+    #[error("invalid configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<Invalid>),
+}
+
+/// A configuration that passed [`Config::validate`]; the app builds only from this.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidConfig(Config);
+
+impl ValidConfig {
+    /// The checked configuration.
+    pub fn get(&self) -> &Config {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ValidConfig {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.0
+    }
+}
+
+impl Config {
+    /// Reads `path` over the defaults, or returns the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Parses YAML text over the defaults; an empty document means all defaults.
+    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml_ng::Error> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let config: Option<Self> = serde_yaml_ng::from_str(text)?;
+        Ok(config.unwrap_or_default())
+    }
+
+    /// Checks every rule and reports all broken ones at once.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        let mut invalid = Vec::new();
+        self.receivers
+            .otlp
+            .grpc
+            .validate("receivers.otlp.grpc", &mut invalid);
+        self.receivers
+            .otlp
+            .http
+            .validate("receivers.otlp.http", &mut invalid);
+        self.pipeline.validate("pipeline", &mut invalid);
+        if self.storage.data_dir.as_os_str().is_empty() {
+            invalid.push(Invalid {
+                key: "storage.data_dir".into(),
+                reason: "must not be empty".into(),
+            });
+        }
+        if let Err(reason) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            invalid.push(Invalid {
+                key: "log.level".into(),
+                reason: format!("not a level or filter directive: {reason}"),
+            });
+        }
+        if self.shutdown_timeout.is_zero() {
+            invalid.push(Invalid {
+                key: "shutdown_timeout".into(),
+                reason: "must be greater than zero".into(),
+            });
+        }
+        self.check_listen_conflicts(&mut invalid);
+        if invalid.is_empty() {
+            Ok(ValidConfig(self))
+        } else {
+            Err(ConfigError::Invalid(invalid))
+        }
+    }
+
+    fn check_listen_conflicts(&self, invalid: &mut Vec<Invalid>) {
+        let otlp = &self.receivers.otlp;
+        let mut listeners = vec![("api.listen", self.api.listen)];
+        if otlp.grpc.enabled {
+            listeners.push(("receivers.otlp.grpc.listen", otlp.grpc.listen));
+        }
+        if otlp.http.enabled {
+            listeners.push(("receivers.otlp.http.listen", otlp.http.listen));
+        }
+        for (i, (key, addr)) in listeners.iter().enumerate() {
+            if addr.port() == 0 {
+                continue;
+            }
+            if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| a == addr) {
+                invalid.push(Invalid {
+                    key: (*key).into(),
+                    reason: format!("{addr} is already used by {other}"),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults_that_validate() {
+        let config = Config::from_yaml("").unwrap();
+        assert_eq!(config, Config::default());
+        let valid = config.validate().unwrap();
+        assert_eq!(valid.receivers.otlp.grpc.listen.port(), 4317);
+        assert_eq!(valid.receivers.otlp.http.listen.port(), 4318);
+        assert_eq!(valid.api.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            valid.receivers.otlp.grpc.max_recv_msg_bytes,
+            4 * 1024 * 1024
+        );
+    }
+
+    #[test]
+    fn example_file_parses_and_validates() {
+        let text = include_str!("../../tracemap.example.yaml");
+        let config = Config::from_yaml(text).unwrap();
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let err = Config::from_yaml("receivers:\n  otlp:\n    grpc:\n      listne: 1.2.3.4:1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listne"), "{err}");
+        assert!(err.contains("receivers.otlp.grpc"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_names_the_key() {
+        let err = Config::from_yaml("api:\n  listen: localhost\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api.listen"), "{err}");
+    }
+
+    #[test]
+    fn unknown_mode_is_rejected() {
+        let err = Config::from_yaml("mode: agent\n").unwrap_err().to_string();
+        assert!(err.contains("unknown variant `agent`"), "{err}");
+    }
+
+    #[test]
+    fn validate_reports_every_broken_rule() {
+        let mut config = Config::default();
+        config.pipeline.queue_capacity = 0;
+        config.receivers.otlp.grpc.max_recv_msg_bytes = 10;
+        config.log.level = "loud=?".into();
+        config.shutdown_timeout = Duration::ZERO;
+        let ConfigError::Invalid(invalid) = config.validate().unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        let keys: Vec<_> = invalid.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "receivers.otlp.grpc.max_recv_msg_bytes",
+                "pipeline.queue_capacity",
+                "log.level",
+                "shutdown_timeout"
+            ]
+        );
+    }
+
+    #[test]
+    fn listen_conflicts_are_reported() {
+        let mut config = Config::default();
+        config.receivers.otlp.http.listen = config.receivers.otlp.grpc.listen;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("receivers.otlp.http.listen: 0.0.0.0:4317 is already used by receivers.otlp.grpc.listen"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn durations_are_human() {
+        let config =
+            Config::from_yaml("shutdown_timeout: 1m30s\npipeline:\n  enqueue_timeout: 250ms\n")
+                .unwrap();
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(90));
+        assert_eq!(config.pipeline.enqueue_timeout, Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,33 @@
+//! tracemap: a distributed-tracing and service-map collector.
+//!
+//! # Architecture
+//!
+//! Spans flow one way, and each stage has one module:
+//!
+//! ```text
+//!  OTel SDKs ──OTLP/gRPC──┐
+//!            ──OTLP/HTTP──┴─► receiver ─► pipeline (bounded, sharded by trace id) ─► consumers
+//!                             (decode to                                             (service graph,
+//!                              lean spans)                                            span metrics, exporters)
+//! ```
+//!
+//! - [`receiver`] parses OTLP protobuf and JSON into the lean [`model::Span`],
+//!   rejecting invalid ids through OTLP `partial_success`.
+//! - [`pipeline`] routes spans by a hash of their trace id to per-shard
+//!   workers through bounded queues; when full, receivers refuse with
+//!   UNAVAILABLE / 503 so clients retry.
+//! - [`web`] serves `/healthz`, `/readyz` and Prometheus `/metrics`.
+//! - [`app`] wires the stages and owns the staged, deadline-bound shutdown.
+//! - [`config`] is the YAML file, `TRACEMAP_*` overrides and validation.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod config;
+pub mod model;
+pub mod pipeline;
+pub mod receiver;
+pub mod shutdown;
+pub mod telemetry;
+pub mod web;

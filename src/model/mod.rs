@@ -1,0 +1,12 @@
+//! Proto-free types the pipeline works on: ids, the lean span, attributes.
+//!
+//! Receivers parse wire data into these once; nothing downstream sees
+//! protobuf or JSON.
+
+mod ids;
+mod span;
+
+pub use ids::{IdError, SpanId, TraceId};
+pub use span::{
+    AttributeValue, Attributes, Event, Resource, Span, SpanKind, StatusCode, UNKNOWN_SERVICE,
+};

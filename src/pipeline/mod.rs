@@ -1,0 +1,469 @@
+//! Bounded queues from receivers to per-shard consumer workers.
+//!
+//! Spans are routed by a hash of their trace id, so every span of a trace
+//! reaches the same worker: per-shard state (the service graph's pairing
+//! store) then needs no lock shared between shards. Each worker has its own
+//! bounded queue; a receiver waits at most `enqueue_timeout` for room and
+//! otherwise refuses the request, which OTLP clients retry.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Invalid;
+use crate::model::Span;
+
+/// Queues and workers between receivers and consumers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Consumer workers (shards); 0 means one per available CPU.
+    pub workers: usize,
+    /// Batches each worker's queue holds; a batch is one request's share for that worker.
+    pub queue_capacity: usize,
+    /// How long a receiver waits for queue room before refusing with UNAVAILABLE / 503.
+    #[serde(with = "humantime_serde")]
+    pub enqueue_timeout: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            queue_capacity: 256,
+            enqueue_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Worker count after resolving 0 to the CPU count.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    pub(crate) fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
+        if self.workers > 1024 {
+            invalid.push(Invalid {
+                key: format!("{prefix}.workers"),
+                reason: "must be at most 1024 (0 means one per CPU)".into(),
+            });
+        }
+        if self.queue_capacity == 0 {
+            invalid.push(Invalid {
+                key: format!("{prefix}.queue_capacity"),
+                reason: "must be at least 1".into(),
+            });
+        }
+    }
+}
+
+/// Work done on each shard's spans; one instance per worker, never shared.
+pub trait SpanConsumer: Send + 'static {
+    /// Handles a batch of spans that all hash to this worker's shard.
+    fn consume(&mut self, spans: &[Span]);
+
+    /// Called once after the queue is drained at shutdown.
+    fn flush(&mut self) {}
+}
+
+/// Builds the consumers for the worker of a given shard index.
+pub type ConsumerFactory = dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>> + Send + Sync;
+
+/// Why spans could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineError {
+    /// Every queue slot stayed taken for the whole enqueue timeout.
+    #[error("pipeline queue is full, retry after {retry_after:?}")]
+    Full {
+        /// Suggested client back-off.
+        retry_after: Duration,
+    },
+    /// The collector is shutting down and takes no more spans.
+    #[error("collector is shutting down")]
+    Closed,
+    /// Workers did not finish draining before the deadline.
+    #[error("pipeline did not drain before the deadline; {queued_spans} spans left in queues")]
+    DrainTimeout {
+        /// Spans still queued when time ran out.
+        queued_spans: i64,
+    },
+}
+
+/// Back-off suggested to clients when queues are full.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Default)]
+struct PipelineMetrics {
+    queue_depth: Gauge,
+    queued_spans: Gauge,
+    processed_spans: Counter,
+}
+
+impl PipelineMetrics {
+    fn register(registry: &mut Registry, capacity: i64) -> Arc<Self> {
+        let metrics = Arc::new(Self::default());
+        let queue_capacity = Gauge::<i64, AtomicI64>::default();
+        queue_capacity.set(capacity);
+        registry.register(
+            "tracemap_pipeline_queue_capacity",
+            "Batches all worker queues can hold together",
+            queue_capacity,
+        );
+        registry.register(
+            "tracemap_pipeline_queue_depth",
+            "Batches waiting in worker queues",
+            metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "tracemap_pipeline_queued_spans",
+            "Spans waiting in worker queues",
+            metrics.queued_spans.clone(),
+        );
+        registry.register(
+            "tracemap_pipeline_processed_spans",
+            "Spans handed to consumers by the workers",
+            metrics.processed_spans.clone(),
+        );
+        metrics
+    }
+}
+
+/// The sending side, cloned into every receiver.
+#[derive(Clone)]
+pub struct PipelineHandle {
+    shards: Arc<[mpsc::Sender<Vec<Span>>]>,
+    enqueue_timeout: Duration,
+    metrics: Arc<PipelineMetrics>,
+}
+
+impl PipelineHandle {
+    /// Queues `spans`, all or nothing: either every span is queued or none is.
+    ///
+    /// Room is reserved on every target shard before anything is sent, so a
+    /// refused request leaves no partial trace behind and can be retried whole.
+    pub async fn submit(&self, spans: Vec<Span>) -> Result<(), PipelineError> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let parts = self.partition(spans);
+        let deadline = Instant::now() + self.enqueue_timeout;
+        let mut permits = Vec::with_capacity(parts.len());
+        for (shard, part) in parts.into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let permit = match tokio::time::timeout_at(deadline, self.shards[shard].reserve()).await
+            {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_closed)) => return Err(PipelineError::Closed),
+                Err(_elapsed) => {
+                    return Err(PipelineError::Full {
+                        retry_after: RETRY_AFTER,
+                    });
+                }
+            };
+            permits.push((permit, part));
+        }
+        for (permit, part) in permits {
+            self.metrics.queue_depth.inc();
+            self.metrics.queued_spans.inc_by(part.len() as i64);
+            permit.send(part);
+        }
+        Ok(())
+    }
+
+    fn partition(&self, spans: Vec<Span>) -> Vec<Vec<Span>> {
+        let shard_count = self.shards.len();
+        if shard_count == 1 {
+            return vec![spans];
+        }
+        let mut parts: Vec<Vec<Span>> = (0..shard_count).map(|_| Vec::new()).collect();
+        for span in spans {
+            let shard = (span.trace_id.shard_hash() % shard_count as u64) as usize;
+            parts[shard].push(span);
+        }
+        parts
+    }
+
+    /// Number of shards (workers).
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+}
+
+/// What the workers did over their lifetime, reported at shutdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Spans handed to consumers.
+    pub processed_spans: u64,
+}
+
+/// Running workers plus the handle receivers use to feed them.
+pub struct Pipeline {
+    handle: PipelineHandle,
+    workers: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+    processed: Arc<AtomicU64>,
+}
+
+impl Pipeline {
+    /// Spawns one worker per shard on the current Tokio runtime.
+    pub fn start(
+        config: &PipelineConfig,
+        consumers: &ConsumerFactory,
+        registry: &mut Registry,
+    ) -> Self {
+        let worker_count = config.worker_count();
+        let metrics =
+            PipelineMetrics::register(registry, (worker_count * config.queue_capacity) as i64);
+        let stop = CancellationToken::new();
+        let processed = Arc::new(AtomicU64::new(0));
+        let mut senders = Vec::with_capacity(worker_count);
+        let mut workers = Vec::with_capacity(worker_count);
+        for shard in 0..worker_count {
+            let (tx, rx) = mpsc::channel(config.queue_capacity);
+            senders.push(tx);
+            let worker = Worker {
+                rx,
+                consumers: consumers(shard),
+                metrics: metrics.clone(),
+                processed: processed.clone(),
+            };
+            workers.push(tokio::spawn(worker.run(stop.clone())));
+        }
+        Self {
+            handle: PipelineHandle {
+                shards: senders.into(),
+                enqueue_timeout: config.enqueue_timeout,
+                metrics,
+            },
+            workers,
+            stop,
+            processed,
+        }
+    }
+
+    /// A handle for receivers.
+    pub fn handle(&self) -> PipelineHandle {
+        self.handle.clone()
+    }
+
+    /// Closes the queues to new spans, lets workers finish what is queued
+    /// and flush their consumers, all before `deadline`.
+    pub async fn drain(self, deadline: Instant) -> Result<DrainReport, PipelineError> {
+        self.stop.cancel();
+        let all = futures_join_all(self.workers);
+        match tokio::time::timeout_at(deadline, all).await {
+            Ok(()) => Ok(DrainReport {
+                processed_spans: self.processed.load(Ordering::Relaxed),
+            }),
+            Err(_) => Err(PipelineError::DrainTimeout {
+                queued_spans: self.handle.metrics.queued_spans.get(),
+            }),
+        }
+    }
+}
+
+async fn futures_join_all(workers: Vec<JoinHandle<()>>) {
+    for worker in workers {
+        if let Err(err) = worker.await {
+            tracing::error!(error = %err, "pipeline worker panicked");
+        }
+    }
+}
+
+struct Worker {
+    rx: mpsc::Receiver<Vec<Span>>,
+    consumers: Vec<Box<dyn SpanConsumer>>,
+    metrics: Arc<PipelineMetrics>,
+    processed: Arc<AtomicU64>,
+}
+
+impl Worker {
+    async fn run(mut self, stop: CancellationToken) {
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                biased;
+                batch = self.rx.recv() => match batch {
+                    Some(spans) => self.process(&spans),
+                    // Closed and empty: every reserved permit has been sent too.
+                    None => break,
+                },
+                () = stop.cancelled(), if !closing => {
+                    closing = true;
+                    self.rx.close();
+                }
+            }
+        }
+        for consumer in &mut self.consumers {
+            consumer.flush();
+        }
+    }
+
+    fn process(&mut self, spans: &[Span]) {
+        self.metrics.queue_depth.dec();
+        self.metrics.queued_spans.dec_by(spans.len() as i64);
+        for consumer in &mut self.consumers {
+            consumer.consume(spans);
+        }
+        self.metrics.processed_spans.inc_by(spans.len() as u64);
+        self.processed
+            .fetch_add(spans.len() as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::model::{Resource, SpanId, SpanKind, StatusCode, TraceId};
+
+    pub(crate) fn span(trace: u128, id: u64) -> Span {
+        Span {
+            resource: Arc::new(Resource::default()),
+            scope_name: "".into(),
+            trace_id: TraceId::try_from(&trace.to_be_bytes()[..]).unwrap(),
+            span_id: SpanId::try_from(&id.to_be_bytes()[..]).unwrap(),
+            parent_span_id: None,
+            name: "op".into(),
+            kind: SpanKind::Server,
+            status_code: StatusCode::Unset,
+            status_message: String::new(),
+            start_unix_nano: 1,
+            end_unix_nano: 2,
+            attributes: Default::default(),
+            events: vec![],
+        }
+    }
+
+    type Seen = Arc<Mutex<Vec<(usize, TraceId)>>>;
+
+    struct Recorder {
+        shard: usize,
+        seen: Seen,
+        flushed: Arc<AtomicU64>,
+    }
+
+    impl SpanConsumer for Recorder {
+        fn consume(&mut self, spans: &[Span]) {
+            let mut seen = self.seen.lock().unwrap();
+            seen.extend(spans.iter().map(|s| (self.shard, s.trace_id)));
+        }
+        fn flush(&mut self) {
+            self.flushed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn recorder_factory(seen: Seen, flushed: Arc<AtomicU64>) -> Box<ConsumerFactory> {
+        Box::new(move |shard| {
+            vec![Box::new(Recorder {
+                shard,
+                seen: seen.clone(),
+                flushed: flushed.clone(),
+            }) as Box<dyn SpanConsumer>]
+        })
+    }
+
+    #[tokio::test]
+    async fn spans_of_one_trace_reach_one_worker_and_drain_flushes() {
+        let seen = Seen::default();
+        let flushed = Arc::new(AtomicU64::new(0));
+        let config = PipelineConfig {
+            workers: 4,
+            ..PipelineConfig::default()
+        };
+        let pipeline = Pipeline::start(
+            &config,
+            &recorder_factory(seen.clone(), flushed.clone()),
+            &mut Registry::default(),
+        );
+        let handle = pipeline.handle();
+        for round in 0..10u64 {
+            let spans = (1..=50u128).map(|t| span(t, round + 1)).collect();
+            handle.submit(spans).await.unwrap();
+        }
+        let report = pipeline
+            .drain(Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(report.processed_spans, 500);
+        assert_eq!(flushed.load(Ordering::Relaxed), 4);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 500);
+        for trace in 1..=50u128 {
+            let id = TraceId::try_from(&trace.to_be_bytes()[..]).unwrap();
+            let shards: std::collections::BTreeSet<_> = seen
+                .iter()
+                .filter(|(_, t)| *t == id)
+                .map(|(s, _)| *s)
+                .collect();
+            assert_eq!(shards.len(), 1, "trace {trace} split across {shards:?}");
+        }
+        assert!(matches!(
+            handle.submit(vec![span(1, 1)]).await,
+            Err(PipelineError::Closed)
+        ));
+    }
+
+    struct Blocker(Arc<tokio::sync::Semaphore>);
+
+    impl SpanConsumer for Blocker {
+        fn consume(&mut self, _spans: &[Span]) {
+            // Holds the worker until the test adds a permit.
+            while self.0.try_acquire().is_err() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_queue_refuses_after_timeout_and_recovers() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let config = PipelineConfig {
+            workers: 1,
+            queue_capacity: 1,
+            enqueue_timeout: Duration::from_millis(20),
+        };
+        let gate_for_factory = gate.clone();
+        let factory: Box<ConsumerFactory> = Box::new(move |_| {
+            vec![Box::new(Blocker(gate_for_factory.clone())) as Box<dyn SpanConsumer>]
+        });
+        let mut registry = Registry::default();
+        let pipeline = Pipeline::start(&config, &factory, &mut registry);
+        let handle = pipeline.handle();
+        // First batch is taken by the (blocked) worker, second fills the queue.
+        handle.submit(vec![span(1, 1)]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        handle.submit(vec![span(2, 1)]).await.unwrap();
+        assert_eq!(
+            handle.submit(vec![span(3, 1)]).await,
+            Err(PipelineError::Full {
+                retry_after: RETRY_AFTER
+            })
+        );
+        gate.add_permits(2);
+        handle.submit(vec![span(4, 1)]).await.unwrap();
+        gate.add_permits(1);
+        let report = pipeline
+            .drain(Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(report.processed_spans, 3);
+    }
+}

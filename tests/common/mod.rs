@@ -1,0 +1,249 @@
+//! Shared test support: the real `tracemap` binary on ephemeral ports,
+//! metric scraping, and OTLP request builders.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+/// A running `tracemap` process; killed on drop.
+pub struct Collector {
+    child: Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub api: SocketAddr,
+    logs: Arc<Mutex<Vec<serde_json::Value>>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Collector {
+    /// Starts with defaults, every listener on 127.0.0.1 port 0.
+    pub fn start() -> Self {
+        Self::start_with_config("")
+    }
+
+    /// Starts with `yaml` as the config file; listeners still on port 0.
+    pub fn start_with_config(yaml: &str) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let config_path = data_dir.path().join("tracemap.yaml");
+        std::fs::write(&config_path, yaml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tracemap"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--grpc-listen", "127.0.0.1:0"])
+            .args(["--http-listen", "127.0.0.1:0"])
+            .args(["--api-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir.path().join("data"))
+            .args(["--log-format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tracemap");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let log_sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    eprintln!("tracemap (non-json): {line}");
+                    continue;
+                };
+                if value["message"] == "listening" {
+                    let component = value["component"].as_str().unwrap_or("").to_owned();
+                    let addr: SocketAddr = value["addr"].as_str().unwrap().parse().unwrap();
+                    let _ = addr_tx.send((component, addr));
+                }
+                log_sink.lock().unwrap().push(value);
+            }
+        });
+        let mut grpc = None;
+        let mut http = None;
+        let mut api = None;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while grpc.is_none() || http.is_none() || api.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (component, addr) = addr_rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("tracemap did not start: {:?}", child.try_wait()));
+            match component.as_str() {
+                "otlp_grpc" => grpc = Some(addr),
+                "otlp_http" => http = Some(addr),
+                "api" => api = Some(addr),
+                other => panic!("unexpected component {other}"),
+            }
+        }
+        Self {
+            child,
+            grpc: grpc.unwrap(),
+            http: http.unwrap(),
+            api: api.unwrap(),
+            logs,
+            _data_dir: data_dir,
+        }
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(self.api_url("/metrics"))
+            .await
+            .expect("scrape /metrics")
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Value of one series, such as `tracemap_receiver_accepted_spans_total{protocol="http"}`;
+    /// 0 when the series does not exist yet.
+    pub async fn metric(&self, series: &str) -> f64 {
+        series_value(&self.metrics_text().await, series)
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tracemap did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Structured log lines so far.
+    pub fn logs(&self) -> Vec<serde_json::Value> {
+        self.logs.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Value of `series` in Prometheus text, 0 when absent.
+pub fn series_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(series)?;
+            rest.strip_prefix(' ')?.trim().parse().ok()
+        })
+        .unwrap_or(0.0)
+}
+
+fn string_kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A valid span of trace `trace`, with a few realistic attributes.
+pub fn span(trace: u128, id: u64, kind: i32) -> Span {
+    Span {
+        trace_id: trace.to_be_bytes().to_vec(),
+        span_id: id.to_be_bytes().to_vec(),
+        name: "GET /api/orders".into(),
+        kind,
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_000_002_000_000,
+        attributes: vec![
+            string_kv("http.request.method", "GET"),
+            string_kv("url.path", "/api/orders"),
+            string_kv("server.address", "orders.shop.svc.cluster.local"),
+        ],
+        ..Default::default()
+    }
+}
+
+/// A request holding `spans` from one service.
+pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![string_kv("service.name", service)],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// `count` valid spans spread over `count / 4` traces.
+pub fn spans(count: usize, seed: u128) -> Vec<Span> {
+    (0..count)
+        .map(|i| span(seed * 1_000_000 + (i / 4) as u128 + 1, i as u64 + 1, 2))
+        .collect()
+}
+
+/// Python interpreter with the OpenTelemetry SDK installed, from
+/// `TRACEMAP_TEST_PYTHON` (scripts/test.sh sets it). Without it, tests that
+/// need it skip loudly, except under CI where a skip is a failure.
+pub fn otel_python() -> Option<PathBuf> {
+    match std::env::var_os("TRACEMAP_TEST_PYTHON") {
+        Some(path) => Some(PathBuf::from(path)),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("TRACEMAP_TEST_PYTHON is not set under CI; run scripts/test.sh")
+        }
+        None => {
+            eprintln!(
+                "SKIPPED: TRACEMAP_TEST_PYTHON is not set, so the real OpenTelemetry Python SDK \
+                 test did not run; scripts/test.sh installs it"
+            );
+            None
+        }
+    }
+}
+
+/// Path of a file under `tests/`.
+pub fn test_file(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(rel)
+}
