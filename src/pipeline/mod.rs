@@ -76,9 +76,16 @@ pub trait SpanConsumer: Send + 'static {
     /// Handles a batch of spans that all hash to this worker's shard.
     fn consume(&mut self, spans: &[Span]);
 
+    /// Called about once a second, with or without traffic, for time-driven
+    /// work such as expiring unpaired spans.
+    fn tick(&mut self) {}
+
     /// Called once after the queue is drained at shutdown.
     fn flush(&mut self) {}
 }
+
+/// How often workers call [`SpanConsumer::tick`].
+pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Builds the consumers for the worker of a given shard index.
 pub type ConsumerFactory = dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>> + Send + Sync;
@@ -296,6 +303,8 @@ struct Worker {
 impl Worker {
     async fn run(mut self, stop: CancellationToken) {
         let mut closing = false;
+        let mut ticker = tokio::time::interval(TICK_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -304,6 +313,11 @@ impl Worker {
                     // Closed and empty: every reserved permit has been sent too.
                     None => break,
                 },
+                _ = ticker.tick() => {
+                    for consumer in &mut self.consumers {
+                        consumer.tick();
+                    }
+                }
                 () = stop.cancelled(), if !closing => {
                     closing = true;
                     self.rx.close();
