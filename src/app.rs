@@ -13,7 +13,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ValidConfig;
-use crate::pipeline::{ConsumerFactory, DrainReport, Pipeline, PipelineError};
+use crate::exporter::prometheus::ServiceGraphCollector;
+use crate::graph::Graph;
+use crate::pipeline::{ConsumerFactory, DrainReport, Pipeline, PipelineError, SpanConsumer};
 use crate::receiver::{ReceiverMetrics, otlp_grpc, otlp_http};
 use crate::web::{self, Readiness};
 
@@ -21,7 +23,7 @@ use crate::web::{self, Readiness};
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// A listen address could not be bound.
-    #[error("cannot listen on {addr} for {component}: {source}")]
+    #[error("cannot listen on {addr} for {component}")]
     Bind {
         /// The component, such as `otlp_grpc`.
         component: &'static str,
@@ -32,7 +34,7 @@ pub enum AppError {
         source: std::io::Error,
     },
     /// The data directory cannot be created or written.
-    #[error("data directory {path} is not usable: {source}")]
+    #[error("data directory {path} is not usable")]
     DataDir {
         /// The directory.
         path: std::path::PathBuf,
@@ -60,6 +62,8 @@ pub struct BoundAddrs {
 pub struct App {
     /// Where it listens.
     pub addrs: BoundAddrs,
+    /// The live service graph.
+    pub graph: Graph,
     pipeline: Pipeline,
     readiness: Arc<Readiness>,
     stop_receivers: CancellationToken,
@@ -69,11 +73,9 @@ pub struct App {
 }
 
 impl App {
-    /// Binds every listener, then starts workers and servers.
-    pub async fn start(
-        config: &ValidConfig,
-        consumers: &ConsumerFactory,
-    ) -> Result<Self, AppError> {
+    /// Binds every listener, then starts workers and servers. Each shard runs
+    /// the service graph, then the `extra` consumers (tests, embedders).
+    pub async fn start(config: &ValidConfig, extra: &ConsumerFactory) -> Result<Self, AppError> {
         ensure_data_dir(&config.storage.data_dir)?;
         let otlp = &config.receivers.otlp;
         // Bind first, so a taken port fails startup before any task runs.
@@ -94,7 +96,16 @@ impl App {
 
         let mut registry = Registry::default();
         let receiver_metrics = ReceiverMetrics::register(&mut registry);
-        let pipeline = Pipeline::start(&config.pipeline, consumers, &mut registry);
+        let graph = Graph::new(config.graph.clone(), config.pipeline.worker_count());
+        registry.register_collector(Box::new(ServiceGraphCollector::new(graph.clone())));
+        let shard_graph = graph.clone();
+        let consumers = move |shard: usize| {
+            let mut consumers: Vec<Box<dyn SpanConsumer>> =
+                vec![Box::new(shard_graph.consumer(shard))];
+            consumers.extend(extra(shard));
+            consumers
+        };
+        let pipeline = Pipeline::start(&config.pipeline, &consumers, &mut registry);
         let readiness = Arc::new(Readiness::default());
         let stop_receivers = CancellationToken::new();
         let stop_api = CancellationToken::new();
@@ -124,7 +135,7 @@ impl App {
             });
             receivers.push(("otlp_http", task));
         }
-        let api_router = web::router(Arc::new(registry), readiness.clone());
+        let api_router = web::router(Arc::new(registry), readiness.clone(), graph.clone());
         let api_stop = stop_api.clone().cancelled_owned();
         let api = tokio::spawn(async move {
             axum::serve(api_listener, api_router)
@@ -141,6 +152,7 @@ impl App {
         readiness.set(true);
         Ok(Self {
             addrs,
+            graph,
             pipeline,
             readiness,
             stop_receivers,

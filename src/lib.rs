@@ -19,15 +19,25 @@
 //! - [`web`] serves `/healthz`, `/readyz` and Prometheus `/metrics`.
 //! - [`app`] wires the stages and owns the staged, deadline-bound shutdown.
 //! - [`config`] is the YAML file, `TRACEMAP_*` overrides and validation.
+//! - [`map`] is `tracemap map`, the terminal client of the graph API.
+//! - [`loadgen`] is `tracemap loadgen`, benchmark OTLP/gRPC load from pre-encoded traces.
+//! - [`demo`] is `tracemap demo`: ten simulated services, instrumented with the
+//!   OpenTelemetry SDK, send traces to the collector so a map appears in seconds.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod app;
 pub mod config;
+pub mod demo;
+pub mod exporter;
+pub mod graph;
+pub mod loadgen;
+pub mod map;
 pub mod model;
 pub mod pipeline;
 pub mod receiver;
 pub mod shutdown;
+pub mod spanmetrics;
 pub mod telemetry;
 pub mod web;

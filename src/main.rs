@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use tracemap::app::App;
-use tracemap::config::{Config, ENV_CONFIG, LogFormat, Overrides};
+use tokio_util::sync::CancellationToken;
+use tracemap::app::{App, BoundAddrs};
+use tracemap::config::{Config, ENV_CONFIG, LogFormat, Overrides, ValidConfig};
 
 /// Distributed-tracing and service-map collector.
 #[derive(Parser, Debug)]
@@ -22,6 +23,12 @@ struct Cli {
 enum Command {
     /// Run the collector (the default).
     Run(RunArgs),
+    /// Run the collector plus simulated, instrumented microservices, to see a map in seconds.
+    Demo(DemoArgs),
+    /// Show the service map of a running collector: table, DOT, Mermaid or JSON.
+    Map(tracemap::map::MapArgs),
+    /// Send benchmark OTLP/gRPC load to an endpoint and report throughput and latency.
+    Loadgen(tracemap::loadgen::LoadgenArgs),
     /// Validate a config file and print the effective configuration.
     CheckConfig {
         /// The YAML file.
@@ -70,11 +77,23 @@ impl RunArgs {
     }
 }
 
+#[derive(Args, Debug)]
+struct DemoArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Stop the workload and the collector after this long, such as `30s` or `5m` [default: until Ctrl-C].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Map(args)) => map(args),
+        Some(Command::Loadgen(args)) => loadgen(args),
         Some(Command::Run(args)) => run(&args),
+        Some(Command::Demo(args)) => demo(&args),
         None => run(&cli.run),
     };
     match result {
@@ -93,7 +112,53 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn map(args: tracemap::map::MapArgs) -> anyhow::Result<()> {
+    // One request and no server: a single-threaded runtime is plenty.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(tracemap::map::run(args, &mut std::io::stdout().lock()))?;
+    Ok(())
+}
+
+fn loadgen(args: tracemap::loadgen::LoadgenArgs) -> anyhow::Result<()> {
+    let format = args.format;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("loadgen")
+        .build()
+        .context("starting the async runtime")?;
+    let summary = runtime.block_on(tracemap::loadgen::run(args))?;
+    print!("{}", summary.render(format));
+    anyhow::ensure!(summary.requests_ok > 0, "every request failed");
+    Ok(())
+}
+
 fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let config = load_config(args)?;
+    serve(&config, |_addrs, shutdown| async move {
+        shutdown.cancelled().await;
+        Ok(())
+    })
+}
+
+fn demo(args: &DemoArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.run)?;
+    let options = tracemap::demo::DemoOptions {
+        duration: args.duration,
+        ..Default::default()
+    };
+    let (config_ref, options) = (&config, &options);
+    serve(&config, move |addrs, shutdown| async move {
+        tracemap::demo::run(config_ref, addrs, options, shutdown).await?;
+        Ok(())
+    })
+}
+
+/// The configuration from defaults, file, environment and flags (each
+/// overriding the one before); installs logging as it says.
+fn load_config(args: &RunArgs) -> anyhow::Result<ValidConfig> {
     let env = |name: &str| std::env::var(name).ok();
     let config_path = args
         .config
@@ -104,7 +169,18 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     args.overrides().apply(&mut config);
     let config = config.validate()?;
     tracemap::telemetry::init(&config.log);
+    Ok(config)
+}
 
+/// Starts the collector, runs `work` beside it until `work` returns, then
+/// shuts the collector down in stages. `work` gets the bound addresses and
+/// the token that SIGTERM or SIGINT cancels; `run` and `demo` share this
+/// path so the demo starts and stops exactly as the collector does.
+fn serve<F, Fut>(config: &ValidConfig, work: F) -> anyhow::Result<()>
+where
+    F: FnOnce(BoundAddrs, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tracemap")
@@ -113,15 +189,18 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = tracemap::shutdown::on_signal().context("installing signal handlers")?;
         let no_consumers = |_shard: usize| Vec::new();
-        let app = App::start(&config, &no_consumers).await?;
+        let app = App::start(config, &no_consumers).await?;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             workers = config.pipeline.worker_count(),
             "tracemap started"
         );
-        shutdown.cancelled().await;
+        let worked = work(app.addrs, shutdown).await;
         let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
-        let report = app.shutdown(deadline).await?;
+        let drained = app.shutdown(deadline).await;
+        // The work's own failure explains more than a shutdown one.
+        worked?;
+        let report = drained?;
         tracing::info!(
             processed_spans = report.processed_spans,
             "pipeline drained, exiting"

@@ -18,6 +18,7 @@ pub use env::{
     ENV_LOG_LEVEL, Overrides,
 };
 
+use crate::graph::GraphConfig;
 use crate::pipeline::PipelineConfig;
 use crate::receiver::{OtlpGrpcConfig, OtlpHttpConfig};
 
@@ -33,6 +34,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// Queues and workers between receivers and consumers.
     pub pipeline: PipelineConfig,
+    /// The service graph and span metrics.
+    pub graph: GraphConfig,
     /// Durable local state.
     pub storage: StorageConfig,
     /// Log output.
@@ -49,6 +52,7 @@ impl Default for Config {
             receivers: ReceiversConfig::default(),
             api: ApiConfig::default(),
             pipeline: PipelineConfig::default(),
+            graph: GraphConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
             shutdown_timeout: Duration::from_secs(20),
@@ -178,7 +182,7 @@ impl fmt::Display for Invalid {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// The file.
         path: PathBuf,
@@ -187,7 +191,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid YAML of the expected shape.
-    #[error("invalid config file {path}: {source}")]
+    #[error("invalid config file {path}")]
     Parse {
         /// The file.
         path: PathBuf,
@@ -266,6 +270,7 @@ impl Config {
             .http
             .validate("receivers.otlp.http", &mut invalid);
         self.pipeline.validate("pipeline", &mut invalid);
+        self.graph.validate("graph", &mut invalid);
         if self.storage.data_dir.as_os_str().is_empty() {
             invalid.push(Invalid {
                 key: "storage.data_dir".into(),

@@ -1,12 +1,14 @@
 //! Proto-free types the pipeline works on: ids, the lean span, attributes.
 //!
 //! Receivers parse wire data into these once; nothing downstream sees
-//! protobuf or JSON.
+//! protobuf or JSON. Attributes from OTLP protobuf stay in their wire bytes
+//! behind [`Attributes`]' lookups, so decoding does not copy them.
 
 mod ids;
 mod span;
 
 pub use ids::{IdError, SpanId, TraceId};
 pub use span::{
-    AttributeValue, Attributes, Event, Resource, Span, SpanKind, StatusCode, UNKNOWN_SERVICE,
+    AttributeValue, Attributes, AttributesIter, Event, Resource, Span, SpanKind, StatusCode,
+    UNKNOWN_SERVICE,
 };

@@ -1,6 +1,9 @@
 //! The lean span: only what the graph, span metrics and exporters read.
 
+use std::fmt;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::{SpanId, TraceId};
 
@@ -145,35 +148,572 @@ impl AttributeValue {
 
 /// Key/value attributes in wire order; lookups are linear, which beats a
 /// hash map for the handful of attributes a span carries.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Attributes(pub Vec<(String, AttributeValue)>);
+///
+/// Two representations hide behind one API: owned pairs (OTLP/JSON, tests)
+/// and the protobuf wire bytes the OTLP decoder validated, read in place so
+/// that decoding a span allocates nothing for its attributes. Lookups that
+/// return strings borrow them from either; only [`Attributes::get`] and
+/// [`Attributes::iter`] build owned values.
+#[derive(Clone, Default)]
+pub struct Attributes(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Owned(Vec<(String, AttributeValue)>),
+    Encoded(Encoded),
+}
+
+impl Default for Repr {
+    fn default() -> Self {
+        Self::Owned(Vec::new())
+    }
+}
+
+/// `repeated KeyValue` entries still in protobuf form.
+///
+/// The slice runs from the first entry's key to the end of the last entry of
+/// the enclosing message (Span, Resource, Event), and `field` says which
+/// entries in it are attributes. One slice plus a field number costs one
+/// reference-count increment and no allocation per span, where a list of
+/// per-entry slices would allocate; and unlike the whole Span message it
+/// spares every lookup from skipping ids and name again. Other fields that
+/// an encoder interleaves between attributes (legal, if unusual) are
+/// skipped when reading.
+#[derive(Clone)]
+struct Encoded {
+    bytes: Bytes,
+    field: u32,
+    len: u32,
+}
 
 impl Attributes {
+    /// Owned attributes, in the given order.
+    pub fn from_vec(pairs: Vec<(String, AttributeValue)>) -> Self {
+        Self(Repr::Owned(pairs))
+    }
+
+    /// Attributes left in wire form: `bytes` holds `len` well-formed
+    /// `KeyValue` entries under field number `field`, already validated by
+    /// the OTLP decoder (UTF-8, wire types, nesting depth). Malformed bytes
+    /// cannot cause a panic, they read as missing values.
+    pub(crate) fn from_encoded(bytes: Bytes, field: u32, len: usize) -> Self {
+        if len == 0 {
+            return Self::default();
+        }
+        Self(Repr::Encoded(Encoded {
+            bytes,
+            field,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+        }))
+    }
+
     /// The value of `key`, if present (the first one wins on duplicates).
-    pub fn get(&self, key: &str) -> Option<&AttributeValue> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    pub fn get(&self, key: &str) -> Option<AttributeValue> {
+        match &self.0 {
+            Repr::Owned(pairs) => find(pairs.iter(), key).map(Pair::value),
+            Repr::Encoded(encoded) => find(encoded.pairs(), key).map(Pair::value),
+        }
     }
 
     /// The string value of `key`, if present and a string.
     pub fn get_str(&self, key: &str) -> Option<&str> {
-        self.get(key).and_then(AttributeValue::as_str)
+        self.scalar(key).and_then(Scalar::as_str)
     }
 
-    /// The first of `keys` that is present as a non-empty string.
+    /// The integer value of `key`, accepting integral strings as some SDKs
+    /// send them.
+    pub fn get_i64(&self, key: &str) -> Option<i64> {
+        match self.scalar(key)? {
+            Scalar::Int(i) => Some(i),
+            Scalar::Str(s) => s.parse().ok(),
+            Scalar::Other => None,
+        }
+    }
+
+    /// The first of `keys` that is present as a non-empty string, in one
+    /// pass over the attributes.
     pub fn first_str<'a>(&'a self, keys: &[&str]) -> Option<&'a str> {
-        keys.iter()
-            .filter_map(|key| self.get_str(key))
-            .find(|value| !value.is_empty())
+        match &self.0 {
+            Repr::Owned(pairs) => first_str(pairs.iter(), keys),
+            Repr::Encoded(encoded) => first_str(encoded.pairs(), keys),
+        }
+    }
+
+    /// Every attribute in wire order, values decoded.
+    pub fn iter(&self) -> AttributesIter<'_> {
+        AttributesIter(match &self.0 {
+            Repr::Owned(pairs) => IterRepr::Owned(pairs.iter()),
+            Repr::Encoded(encoded) => {
+                IterRepr::Encoded(wire::Entries::new(&encoded.bytes, encoded.field))
+            }
+        })
     }
 
     /// Number of attributes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        match &self.0 {
+            Repr::Owned(pairs) => pairs.len(),
+            Repr::Encoded(encoded) => encoded.len as usize,
+        }
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
+    }
+
+    fn scalar(&self, key: &str) -> Option<Scalar<'_>> {
+        match &self.0 {
+            Repr::Owned(pairs) => find(pairs.iter(), key).map(Pair::scalar),
+            Repr::Encoded(encoded) => find(encoded.pairs(), key).map(Pair::scalar),
+        }
+    }
+}
+
+impl Encoded {
+    #[inline]
+    fn pairs(&self) -> impl Iterator<Item = EncodedPair<'_>> {
+        wire::Entries::new(&self.bytes, self.field).map(|kv| EncodedPair {
+            key: wire::key(kv),
+            kv,
+        })
+    }
+}
+
+/// One attribute of either representation, its value not yet looked at.
+/// Lookups are generic over it so that each representation gets its own
+/// tight loop.
+trait Pair<'a>: Copy {
+    fn key(self) -> &'a [u8];
+    fn scalar(self) -> Scalar<'a>;
+    fn value(self) -> AttributeValue;
+}
+
+impl<'a> Pair<'a> for &'a (String, AttributeValue) {
+    #[inline]
+    fn key(self) -> &'a [u8] {
+        self.0.as_bytes()
+    }
+
+    #[inline]
+    fn scalar(self) -> Scalar<'a> {
+        match &self.1 {
+            AttributeValue::String(s) => Scalar::Str(s),
+            AttributeValue::Int(i) => Scalar::Int(*i),
+            _ => Scalar::Other,
+        }
+    }
+
+    fn value(self) -> AttributeValue {
+        self.1.clone()
+    }
+}
+
+/// A whole `KeyValue` message and its key.
+#[derive(Clone, Copy)]
+struct EncodedPair<'a> {
+    key: &'a [u8],
+    kv: &'a [u8],
+}
+
+impl<'a> Pair<'a> for EncodedPair<'a> {
+    #[inline]
+    fn key(self) -> &'a [u8] {
+        self.key
+    }
+
+    #[inline]
+    fn scalar(self) -> Scalar<'a> {
+        wire::scalar(self.kv)
+    }
+
+    fn value(self) -> AttributeValue {
+        wire::value(self.kv)
+    }
+}
+
+/// The first pair named `key`.
+#[inline]
+fn find<'a, P: Pair<'a>>(mut pairs: impl Iterator<Item = P>, key: &str) -> Option<P> {
+    pairs.find(|pair| pair.key() == key.as_bytes())
+}
+
+/// See [`Attributes::first_str`].
+#[inline]
+fn first_str<'a, P: Pair<'a>>(pairs: impl Iterator<Item = P>, keys: &[&str]) -> Option<&'a str> {
+    // A bit per key remembers which keys were met, so that only the first
+    // pair of a duplicated key counts, as in `get_str`.
+    if keys.len() > u64::BITS as usize {
+        let pairs: Vec<P> = pairs.collect();
+        return keys
+            .iter()
+            .filter_map(|key| find(pairs.iter().copied(), key)?.scalar().as_str())
+            .find(|value| !value.is_empty());
+    }
+    let mut seen = 0u64;
+    let mut best: Option<(usize, &'a str)> = None;
+    for pair in pairs {
+        let key = pair.key();
+        let Some(index) = keys.iter().position(|k| k.as_bytes() == key) else {
+            continue;
+        };
+        let bit = 1u64 << index;
+        if seen & bit != 0 {
+            continue;
+        }
+        seen |= bit;
+        if best.is_some_and(|(b, _)| b < index) {
+            continue;
+        }
+        if let Some(value) = pair.scalar().as_str().filter(|v| !v.is_empty()) {
+            best = Some((index, value));
+            // Done once every better-ranked key has been met.
+            let better = bit - 1;
+            if seen & better == better {
+                break;
+            }
+        }
+    }
+    best.map(|(_, value)| value)
+}
+
+impl PartialEq for Attributes {
+    /// Equal when the same pairs come in the same order, whatever the
+    /// representation.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl fmt::Debug for Attributes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<'a> IntoIterator for &'a Attributes {
+    type Item = (&'a str, AttributeValue);
+    type IntoIter = AttributesIter<'a>;
+
+    fn into_iter(self) -> AttributesIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over [`Attributes`]: keys borrowed, values decoded.
+#[derive(Debug)]
+pub struct AttributesIter<'a>(IterRepr<'a>);
+
+#[derive(Debug)]
+enum IterRepr<'a> {
+    Owned(std::slice::Iter<'a, (String, AttributeValue)>),
+    Encoded(wire::Entries<'a>),
+}
+
+impl<'a> Iterator for AttributesIter<'a> {
+    type Item = (&'a str, AttributeValue);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.0 {
+            IterRepr::Owned(pairs) => pairs.next().map(|(k, v)| (k.as_str(), v.clone())),
+            IterRepr::Encoded(entries) => entries
+                .next()
+                .map(|kv| (wire::utf8(wire::key(kv)), wire::value(kv))),
+        }
+    }
+}
+
+/// The part of a value that lookups return without allocating.
+#[derive(Clone, Copy)]
+enum Scalar<'a> {
+    Str(&'a str),
+    Int(i64),
+    Other,
+}
+
+impl<'a> Scalar<'a> {
+    fn as_str(self) -> Option<&'a str> {
+        match self {
+            Self::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// Reading `KeyValue`/`AnyValue` protobuf that the OTLP decoder validated.
+///
+/// Merging follows protobuf (and prost): a repeated `key` keeps the last,
+/// repeated `value`s merge, so the last `oneof` field wins except that
+/// consecutive arrays or key/value lists concatenate. Anything malformed
+/// ends the walk quietly; the decoder has already refused such input.
+mod wire {
+    use prost::encoding::decode_varint;
+
+    use super::{AttributeValue, Attributes, Scalar};
+
+    /// Protobuf field numbers of `KeyValue`, `AnyValue` and the lists.
+    const KEY: u32 = 1;
+    const VALUE: u32 = 2;
+    const STRING: u32 = 1;
+    const BOOL: u32 = 2;
+    const INT: u32 = 3;
+    const DOUBLE: u32 = 4;
+    const ARRAY: u32 = 5;
+    const KVLIST: u32 = 6;
+    const BYTES: u32 = 7;
+    const STRINDEX: u32 = 8;
+    const VALUES: u32 = 1;
+    /// prost's recursion limit; the decoder enforces it, this only guards.
+    const MAX_DEPTH: u32 = 100;
+
+    /// One field's payload.
+    pub(super) enum Field<'a> {
+        Varint(u64),
+        Fixed64(u64),
+        Len(&'a [u8]),
+        /// Fixed32 or a group: nothing an attribute reads.
+        Skipped,
+    }
+
+    /// A varint; one byte is the common case worth inlining.
+    #[inline(always)]
+    fn varint(buf: &mut &[u8]) -> Option<u64> {
+        match buf.split_first()? {
+            (&byte @ 0..0x80, rest) => {
+                *buf = rest;
+                Some(u64::from(byte))
+            }
+            // Never with empty input: prost's error allocates.
+            _ => decode_varint(buf).ok(),
+        }
+    }
+
+    #[inline(always)]
+    fn len_delimited<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let len = usize::try_from(varint(buf)?).ok()?;
+        let (payload, rest) = buf.split_at_checked(len)?;
+        *buf = rest;
+        Some(payload)
+    }
+
+    /// The next field of `buf`, or `None` at the end or on malformed input.
+    #[inline(always)]
+    pub(super) fn field<'a>(buf: &mut &'a [u8]) -> Option<(u32, Field<'a>)> {
+        let key = varint(buf)?;
+        let tag = u32::try_from(key >> 3).ok()?;
+        let field = match key & 7 {
+            0 => Field::Varint(varint(buf)?),
+            1 => {
+                let (bytes, rest) = buf.split_first_chunk::<8>()?;
+                *buf = rest;
+                Field::Fixed64(u64::from_le_bytes(*bytes))
+            }
+            2 => Field::Len(len_delimited(buf)?),
+            3 => {
+                skip_group(buf, tag, 0)?;
+                Field::Skipped
+            }
+            5 => {
+                *buf = buf.get(4..)?;
+                Field::Skipped
+            }
+            _ => return None,
+        };
+        Some((tag, field))
+    }
+
+    fn skip_group(buf: &mut &[u8], tag: u32, depth: u32) -> Option<()> {
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        loop {
+            let key = varint(buf)?;
+            let inner = u32::try_from(key >> 3).ok()?;
+            match key & 7 {
+                0 => {
+                    varint(buf)?;
+                }
+                1 => *buf = buf.get(8..)?,
+                2 => {
+                    len_delimited(buf)?;
+                }
+                3 => skip_group(buf, inner, depth + 1)?,
+                4 => return (inner == tag).then_some(()),
+                5 => *buf = buf.get(4..)?,
+                _ => return None,
+            }
+        }
+    }
+
+    /// The `KeyValue` messages stored under one field number.
+    #[derive(Debug, Clone)]
+    pub(super) struct Entries<'a> {
+        buf: &'a [u8],
+        field: u32,
+        /// The one-byte key of `field`, which nearly every entry starts with.
+        key_byte: Option<u8>,
+    }
+
+    impl<'a> Entries<'a> {
+        pub(super) fn new(buf: &'a [u8], field: u32) -> Self {
+            let key_byte = u8::try_from(field << 3 | 2).ok().filter(|&b| b < 0x80);
+            Self {
+                buf,
+                field,
+                key_byte,
+            }
+        }
+    }
+
+    impl<'a> Iterator for Entries<'a> {
+        type Item = &'a [u8];
+
+        #[inline]
+        fn next(&mut self) -> Option<&'a [u8]> {
+            if let [key, len @ 0..0x80, rest @ ..] = self.buf
+                && Some(*key) == self.key_byte
+                && let Some((kv, rest)) = rest.split_at_checked(usize::from(*len))
+            {
+                self.buf = rest;
+                return Some(kv);
+            }
+            while let Some((tag, field)) = self::field(&mut self.buf) {
+                if let (true, Field::Len(kv)) = (tag == self.field, field) {
+                    return Some(kv);
+                }
+            }
+            self.buf = &[];
+            None
+        }
+    }
+
+    /// The key and value of a `KeyValue` laid out as SDKs write it: the
+    /// key, then one value, each once, lengths under 128.
+    #[inline(always)]
+    fn plain(kv: &[u8]) -> Option<(&[u8], &[u8])> {
+        const KEY_BYTE: u8 = (KEY << 3 | 2) as u8;
+        const VALUE_BYTE: u8 = (VALUE << 3 | 2) as u8;
+        let [KEY_BYTE, key_len @ 0..0x80, rest @ ..] = kv else {
+            return None;
+        };
+        let (key, rest) = rest.split_at_checked(usize::from(*key_len))?;
+        let [VALUE_BYTE, value_len @ 0..0x80, value @ ..] = rest else {
+            return None;
+        };
+        (value.len() == usize::from(*value_len)).then_some((key, value))
+    }
+
+    /// Text the decoder validated; invalid bytes read as empty.
+    #[inline]
+    pub(super) fn utf8(bytes: &[u8]) -> &str {
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+
+    /// The key of a `KeyValue` (the last one, should it repeat).
+    #[inline]
+    pub(super) fn key(mut kv: &[u8]) -> &[u8] {
+        if let Some((key, _)) = plain(kv) {
+            return key;
+        }
+        // The whole message is walked: a repeated key keeps the last.
+        let mut key: &[u8] = &[];
+        while let Some((tag, field)) = self::field(&mut kv) {
+            if let (KEY, Field::Len(bytes)) = (tag, field) {
+                key = bytes;
+            }
+        }
+        key
+    }
+
+    /// The last `oneof` field set across a `KeyValue`'s values, which is
+    /// its value whenever that is a string or an integer.
+    pub(super) fn scalar(mut kv: &[u8]) -> Scalar<'_> {
+        const STRING_BYTE: u8 = (STRING << 3 | 2) as u8;
+        if let Some((_, [STRING_BYTE, len @ 0..0x80, text @ ..])) = plain(kv)
+            && text.len() == usize::from(*len)
+        {
+            return Scalar::Str(utf8(text));
+        }
+        let mut last = Scalar::Other;
+        while let Some((tag, field)) = self::field(&mut kv) {
+            let (VALUE, Field::Len(mut any)) = (tag, field) else {
+                continue;
+            };
+            while let Some((tag, field)) = self::field(&mut any) {
+                match (tag, field) {
+                    (STRING, Field::Len(s)) => last = Scalar::Str(utf8(s)),
+                    (INT, Field::Varint(i)) => last = Scalar::Int(i as i64),
+                    (BOOL | DOUBLE | ARRAY | KVLIST | BYTES | STRINDEX, _) => last = Scalar::Other,
+                    _ => {}
+                }
+            }
+        }
+        last
+    }
+
+    /// The value of a `KeyValue`, decoded.
+    pub(super) fn value(kv: &[u8]) -> AttributeValue {
+        kv_value(kv, 0)
+    }
+
+    fn kv_value(mut kv: &[u8], depth: u32) -> AttributeValue {
+        let mut value = AttributeValue::Empty;
+        while let Some((tag, field)) = self::field(&mut kv) {
+            if let (VALUE, Field::Len(any)) = (tag, field) {
+                merge_any(&mut value, any, depth);
+            }
+        }
+        value
+    }
+
+    fn any_value(any: &[u8], depth: u32) -> AttributeValue {
+        let mut value = AttributeValue::Empty;
+        merge_any(&mut value, any, depth);
+        value
+    }
+
+    fn merge_any(value: &mut AttributeValue, mut any: &[u8], depth: u32) {
+        if depth >= MAX_DEPTH {
+            return;
+        }
+        while let Some((tag, field)) = self::field(&mut any) {
+            match (tag, field) {
+                (STRING, Field::Len(s)) => *value = AttributeValue::String(utf8(s).to_owned()),
+                (BOOL, Field::Varint(b)) => *value = AttributeValue::Bool(b != 0),
+                (INT, Field::Varint(i)) => *value = AttributeValue::Int(i as i64),
+                (DOUBLE, Field::Fixed64(bits)) => {
+                    *value = AttributeValue::Double(f64::from_bits(bits))
+                }
+                (BYTES, Field::Len(b)) => *value = AttributeValue::Bytes(b.to_vec()),
+                (STRINDEX, Field::Varint(_)) => *value = AttributeValue::Empty,
+                (ARRAY, Field::Len(mut list)) => {
+                    if !matches!(value, AttributeValue::Array(_)) {
+                        *value = AttributeValue::Array(Vec::new());
+                    }
+                    let AttributeValue::Array(items) = value else {
+                        continue;
+                    };
+                    while let Some((tag, field)) = self::field(&mut list) {
+                        if let (VALUES, Field::Len(item)) = (tag, field) {
+                            items.push(any_value(item, depth + 1));
+                        }
+                    }
+                }
+                (KVLIST, Field::Len(mut list)) => {
+                    let mut pairs = match std::mem::replace(value, AttributeValue::Empty) {
+                        AttributeValue::Map(Attributes(super::Repr::Owned(pairs))) => pairs,
+                        _ => Vec::new(),
+                    };
+                    while let Some((tag, field)) = self::field(&mut list) {
+                        if let (VALUES, Field::Len(kv)) = (tag, field) {
+                            pairs.push((utf8(key(kv)).to_owned(), kv_value(kv, depth + 1)));
+                        }
+                    }
+                    *value = AttributeValue::Map(Attributes::from_vec(pairs));
+                }
+                _ => {}
+            }
+        }
     }
 }
 
@@ -267,7 +807,7 @@ mod tests {
             &*Resource::new(Attributes::default()).service_name,
             "unknown_service"
         );
-        let named = Resource::new(Attributes(vec![(
+        let named = Resource::new(Attributes::from_vec(vec![(
             "service.name".into(),
             AttributeValue::String("checkout".into()),
         )]));
@@ -292,7 +832,7 @@ mod tests {
 
     #[test]
     fn first_str_skips_missing_and_empty() {
-        let attrs = Attributes(vec![
+        let attrs = Attributes::from_vec(vec![
             ("peer.service".into(), AttributeValue::String(String::new())),
             (
                 "server.address".into(),
@@ -304,5 +844,121 @@ mod tests {
             Some("db:5432")
         );
         assert_eq!(attrs.first_str(&["net.peer.name"]), None);
+    }
+
+    fn pairs() -> Vec<(String, AttributeValue)> {
+        let text = |s: &str| AttributeValue::String(s.into());
+        vec![
+            ("peer.service".into(), text("")),
+            ("http.response.status_code".into(), AttributeValue::Int(503)),
+            ("server.port".into(), text("8080")),
+            ("server.address".into(), AttributeValue::Bool(true)),
+            ("server.address".into(), text("shadowed")),
+            ("net.peer.name".into(), text("db")),
+            ("db.system".into(), text("postgresql")),
+            ("ratio".into(), AttributeValue::Double(0.25)),
+            (
+                "nested".into(),
+                AttributeValue::Map(Attributes::from_vec(vec![(
+                    "k".into(),
+                    AttributeValue::Array(vec![text("a"), AttributeValue::Empty]),
+                )])),
+            ),
+        ]
+    }
+
+    /// The same pairs as OTLP `KeyValue`s under Span field 9, with a span
+    /// name field in between as an encoder may interleave one.
+    fn encoded(pairs: &[(String, AttributeValue)]) -> Attributes {
+        use opentelemetry_proto::tonic::common::v1::{
+            AnyValue, ArrayValue, KeyValue, KeyValueList, any_value::Value,
+        };
+        fn any(value: &AttributeValue) -> AnyValue {
+            let value = match value {
+                AttributeValue::String(s) => Some(Value::StringValue(s.clone())),
+                AttributeValue::Bool(b) => Some(Value::BoolValue(*b)),
+                AttributeValue::Int(i) => Some(Value::IntValue(*i)),
+                AttributeValue::Double(d) => Some(Value::DoubleValue(*d)),
+                AttributeValue::Bytes(b) => Some(Value::BytesValue(b.clone())),
+                AttributeValue::Array(items) => Some(Value::ArrayValue(ArrayValue {
+                    values: items.iter().map(any).collect(),
+                })),
+                AttributeValue::Map(map) => Some(Value::KvlistValue(KeyValueList {
+                    values: map.iter().map(|(k, v)| key_value(k, &v)).collect(),
+                })),
+                AttributeValue::Empty => None,
+            };
+            AnyValue { value }
+        }
+        fn key_value(key: &str, value: &AttributeValue) -> KeyValue {
+            KeyValue {
+                key: key.into(),
+                value: Some(any(value)),
+                ..Default::default()
+            }
+        }
+        let mut buf = Vec::new();
+        for (i, (key, value)) in pairs.iter().enumerate() {
+            prost::encoding::message::encode(9, &key_value(key, value), &mut buf);
+            if i == 1 {
+                prost::encoding::string::encode(5, &"name".to_owned(), &mut buf);
+            }
+        }
+        Attributes::from_encoded(buf.into(), 9, pairs.len())
+    }
+
+    #[test]
+    fn encoded_and_owned_answer_alike() {
+        let owned = Attributes::from_vec(pairs());
+        let encoded = encoded(&pairs());
+        assert_eq!(owned, encoded);
+        assert_eq!(format!("{owned:?}"), format!("{encoded:?}"));
+        assert_ne!(owned, Attributes::from_vec(pairs()[1..].to_vec()));
+        for attrs in [&owned, &encoded] {
+            assert_eq!(attrs.len(), 9);
+            assert_eq!(attrs.get_str("db.system"), Some("postgresql"));
+            assert_eq!(attrs.get_str("http.response.status_code"), None);
+            assert_eq!(attrs.get_i64("http.response.status_code"), Some(503));
+            assert_eq!(attrs.get_i64("server.port"), Some(8080));
+            assert_eq!(attrs.get_i64("db.system"), None);
+            assert_eq!(attrs.get("ratio"), Some(AttributeValue::Double(0.25)));
+            // The first of duplicated keys wins, even when it is no string.
+            assert_eq!(attrs.get_str("server.address"), None);
+            assert_eq!(
+                attrs.first_str(&["peer.service", "server.address", "net.peer.name"]),
+                Some("db")
+            );
+            assert_eq!(
+                attrs.first_str(&["db.system", "net.peer.name"]),
+                Some("postgresql")
+            );
+            assert_eq!(attrs.first_str(&["peer.service", "absent"]), None);
+            let Some(AttributeValue::Map(nested)) = attrs.get("nested") else {
+                panic!("map expected");
+            };
+            assert_eq!(
+                nested.get("k"),
+                Some(AttributeValue::Array(vec![
+                    AttributeValue::String("a".into()),
+                    AttributeValue::Empty
+                ]))
+            );
+            let keys: Vec<&str> = attrs.iter().map(|(key, _)| key).collect();
+            assert_eq!(
+                keys[..3],
+                ["peer.service", "http.response.status_code", "server.port"]
+            );
+        }
+        // More keys than the one-pass bookkeeping holds: same answer.
+        let mut many: Vec<String> = (0..70).map(|i| format!("k{i}")).collect();
+        many.push("net.peer.name".into());
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(owned.first_str(&many), Some("db"));
+        assert_eq!(encoded.first_str(&many), Some("db"));
+        assert!(Attributes::default().is_empty());
+        assert_eq!(
+            Attributes::default(),
+            Attributes::from_encoded(Bytes::new(), 9, 0)
+        );
     }
 }

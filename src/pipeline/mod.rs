@@ -231,7 +231,7 @@ impl Pipeline {
     /// Spawns one worker per shard on the current Tokio runtime.
     pub fn start(
         config: &PipelineConfig,
-        consumers: &ConsumerFactory,
+        consumers: &dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>>,
         registry: &mut Registry,
     ) -> Self {
         let worker_count = config.worker_count();

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Buf as _;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
@@ -21,7 +22,8 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::{Decoded, Ingest, PROTOCOL_GRPC, ReceiverMetrics, ingest, otlp_proto, reason};
+use super::otlp_proto::{self, OtlpProtoError};
+use super::{Decoded, Ingest, PROTOCOL_GRPC, ReceiverMetrics, ingest, reason};
 use crate::config::Invalid;
 use crate::pipeline::{PipelineError, PipelineHandle};
 
@@ -69,7 +71,7 @@ impl OtlpGrpcConfig {
 pub enum OtlpGrpcError {
     /// The request is not a valid `ExportTraceServiceRequest`.
     #[error("invalid OTLP protobuf: {0}")]
-    Decode(#[from] prost::DecodeError),
+    Decode(#[from] OtlpProtoError),
     /// The pipeline could not take the spans.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -273,7 +275,10 @@ impl Decoder for RequestDecoder {
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Decoded>, Status> {
-        match otlp_proto::decode(src) {
+        // Takes the message out of tonic's buffer without copying; the
+        // spans' attributes keep referring to it.
+        let message = src.copy_to_bytes(src.remaining());
+        match otlp_proto::decode(message) {
             Ok(decoded) => Ok(Some(decoded)),
             Err(err) => {
                 self.metrics

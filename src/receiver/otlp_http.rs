@@ -19,6 +19,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use super::otlp_grpc::export_response;
+use super::otlp_proto::OtlpProtoError;
 use super::{
     Decoded, Ingest, PROTOCOL_HTTP, ReceiverMetrics, ingest, otlp_json, otlp_proto, reason,
 };
@@ -85,7 +86,7 @@ pub enum OtlpHttpError {
     Body(String),
     /// Not a valid protobuf request.
     #[error("invalid OTLP protobuf: {0}")]
-    Protobuf(#[from] prost::DecodeError),
+    Protobuf(#[from] OtlpProtoError),
     /// Not a valid JSON request.
     #[error("invalid OTLP JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -232,11 +233,11 @@ async fn handle(
         }
     })?;
     let decoded = if body.len() > BLOCKING_DECODE_BYTES || gzip {
-        tokio::task::spawn_blocking(move || decode_body(&body, gzip, encoding, limit))
+        tokio::task::spawn_blocking(move || decode_body(body, gzip, encoding, limit))
             .await
             .map_err(|err| OtlpHttpError::Body(err.to_string()))??
     } else {
-        decode_body(&body, gzip, encoding, limit)?
+        decode_body(body, gzip, encoding, limit)?
     };
     match ingest(decoded, &state.pipeline, &state.metrics, PROTOCOL_HTTP).await {
         Ingest::Accepted {
@@ -258,16 +259,16 @@ fn is_length_limit(err: &axum::Error) -> bool {
     false
 }
 
+/// Decodes a whole body; protobuf spans keep referring to `body` (or to
+/// its inflated copy) instead of copying their attributes out.
 fn decode_body(
-    body: &[u8],
+    body: Bytes,
     gzip: bool,
     encoding: Encoding,
     limit: usize,
 ) -> Result<Decoded, OtlpHttpError> {
-    let inflated;
     let bytes = if gzip {
-        inflated = gunzip(body, limit)?;
-        &inflated[..]
+        Bytes::from(gunzip(&body, limit)?)
     } else {
         body
     };
@@ -275,7 +276,7 @@ fn decode_body(
         Encoding::Protobuf => Ok(otlp_proto::decode(bytes)?),
         // An empty body is an empty request, as it is in protobuf.
         Encoding::Json if bytes.iter().all(u8::is_ascii_whitespace) => Ok(Decoded::default()),
-        Encoding::Json => Ok(otlp_json::decode(bytes)?),
+        Encoding::Json => Ok(otlp_json::decode(&bytes)?),
     }
 }
 

@@ -199,7 +199,7 @@ fn convert_span(
 }
 
 fn attributes(key_values: Vec<KeyValue>) -> Attributes {
-    Attributes(
+    Attributes::from_vec(
         key_values
             .into_iter()
             .map(|kv| (kv.key, kv.value.map_or(AttributeValue::Empty, any_value)))
@@ -353,15 +353,15 @@ mod tests {
         let a = &span.attributes;
         assert_eq!(
             a.get("http.response.status_code"),
-            Some(&AttributeValue::Int(500))
+            Some(AttributeValue::Int(500))
         );
-        assert_eq!(a.get("n"), Some(&AttributeValue::Int(7)));
-        assert_eq!(a.get("ok"), Some(&AttributeValue::Bool(false)));
+        assert_eq!(a.get("n"), Some(AttributeValue::Int(7)));
+        assert_eq!(a.get("ok"), Some(AttributeValue::Bool(false)));
         assert!(matches!(a.get("ratio"), Some(AttributeValue::Double(d)) if d.is_nan()));
-        assert_eq!(a.get("raw"), Some(&AttributeValue::Bytes(vec![1, 2])));
+        assert_eq!(a.get("raw"), Some(AttributeValue::Bytes(vec![1, 2])));
         assert_eq!(
             a.get("tags"),
-            Some(&AttributeValue::Array(vec![
+            Some(AttributeValue::Array(vec![
                 AttributeValue::String("a".into()),
                 AttributeValue::Int(2)
             ]))
@@ -369,8 +369,8 @@ mod tests {
         let Some(AttributeValue::Map(obj)) = a.get("obj") else {
             panic!("map expected")
         };
-        assert_eq!(obj.get("x"), Some(&AttributeValue::Double(1.5)));
-        assert_eq!(a.get("nothing"), Some(&AttributeValue::Empty));
+        assert_eq!(obj.get("x"), Some(AttributeValue::Double(1.5)));
+        assert_eq!(a.get("nothing"), Some(AttributeValue::Empty));
         assert_eq!(span.events[0].time_unix_nano, 1_544_712_660_500_000_000);
         assert_eq!(
             span.events[0].attributes.get_str("exception.message"),

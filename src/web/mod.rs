@@ -1,4 +1,7 @@
-//! The API server: `/healthz`, `/readyz` and `/metrics` (Prometheus text).
+//! The API server: the graph API, `/healthz`, `/readyz` and `/metrics`
+//! (Prometheus text).
+
+pub mod api;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +12,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
+
+use crate::graph::Graph;
 
 /// OpenMetrics text, which Prometheus negotiates and prefers.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -37,8 +42,15 @@ struct ApiState {
 }
 
 /// Routes of the API port.
-pub fn router(registry: Arc<Registry>, readiness: Arc<Readiness>) -> Router {
+pub fn router(registry: Arc<Registry>, readiness: Arc<Readiness>, graph: Graph) -> Router {
+    let graph_api = Router::new()
+        .route("/api/v1/graph", get(api::graph_json))
+        .route("/api/v1/graph.dot", get(api::graph_dot))
+        .route("/api/v1/graph.mermaid", get(api::graph_mermaid))
+        .route("/api/dependencies", get(api::dependencies))
+        .with_state(graph);
     Router::new()
+        .merge(graph_api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

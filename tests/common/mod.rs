@@ -33,11 +33,17 @@ impl Collector {
 
     /// Starts with `yaml` as the config file; listeners still on port 0.
     pub fn start_with_config(yaml: &str) -> Self {
+        Self::start_command(&["run"], yaml)
+    }
+
+    /// Starts `tracemap <command>`, such as `&["demo", "--duration", "5s"]`,
+    /// with `yaml` as the config file and every listener on 127.0.0.1 port 0.
+    pub fn start_command(command: &[&str], yaml: &str) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let config_path = data_dir.path().join("tracemap.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tracemap"))
-            .arg("run")
+            .args(command)
             .arg("--config")
             .arg(&config_path)
             .args(["--grpc-listen", "127.0.0.1:0"])
@@ -130,6 +136,20 @@ impl Collector {
             .status()
             .expect("run kill");
         assert!(status.success());
+    }
+
+    /// Sends SIGINT, as Ctrl-C does.
+    pub fn sigint(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
     }
 
     /// Waits for the process to exit, at most `timeout`.

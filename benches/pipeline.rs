@@ -1,0 +1,178 @@
+//! Hot path per span: decode an OTLP request, pair client and server
+//! halves, record edge, node and span-metrics statistics.
+//!
+//! The request is 512 realistic spans (~350 bytes each): 128 traces of a
+//! root SERVER span, a CLIENT call, the callee's SERVER span and a database
+//! CLIENT span. Run: `cargo bench --bench pipeline`.
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use tracemap::graph::{Graph, GraphConfig};
+use tracemap::pipeline::SpanConsumer;
+use tracemap::receiver::otlp_proto;
+
+const TRACES: u64 = 128;
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn text(key: &str, value: &str) -> KeyValue {
+    kv(key, any_value::Value::StringValue(value.into()))
+}
+
+fn span(
+    trace: u64,
+    id: u64,
+    parent: u64,
+    kind: i32,
+    name: &str,
+    attributes: Vec<KeyValue>,
+) -> Span {
+    let mut trace_id = [0u8; 16];
+    trace_id[..8].copy_from_slice(&0x5b8e_fff7_9803_8103u64.to_be_bytes());
+    trace_id[8..].copy_from_slice(&trace.to_be_bytes());
+    Span {
+        trace_id: trace_id.to_vec(),
+        span_id: (trace << 8 | id).to_be_bytes().to_vec(),
+        parent_span_id: if parent == 0 {
+            vec![]
+        } else {
+            (trace << 8 | parent).to_be_bytes().to_vec()
+        },
+        name: name.into(),
+        kind,
+        start_time_unix_nano: 1_800_000_000_000_000_000 + trace * 1_000_000,
+        end_time_unix_nano: 1_800_000_000_000_000_000 + trace * 1_000_000 + 2_500_000 + id * 10_000,
+        attributes,
+        status: Some(Status {
+            code: if trace.is_multiple_of(50) { 2 } else { 0 },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn resource_spans(service: &str, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![
+                text("service.name", service),
+                text("k8s.namespace.name", "shop"),
+                text("k8s.pod.name", &format!("{service}-7d9c6b5f4-x2x9q")),
+            ],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn request() -> Bytes {
+    let mut frontend = Vec::new();
+    let mut orders = Vec::new();
+    for t in 1..=TRACES {
+        let http = |method: &str, route: &str, status: i64| {
+            vec![
+                text("http.request.method", method),
+                text("url.path", route),
+                text("http.route", route),
+                kv(
+                    "http.response.status_code",
+                    any_value::Value::IntValue(status),
+                ),
+                text("server.address", "orders.shop.svc.cluster.local"),
+                kv("server.port", any_value::Value::IntValue(8080)),
+                text("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64)"),
+            ]
+        };
+        frontend.push(span(
+            t,
+            1,
+            0,
+            2,
+            "GET /checkout",
+            http("GET", "/checkout", 200),
+        ));
+        let mut call = http("POST", "/api/orders", 201);
+        call.push(text("peer.service", "orders"));
+        frontend.push(span(t, 2, 1, 3, "POST /api/orders", call));
+        orders.push(span(
+            t,
+            3,
+            2,
+            2,
+            "POST /api/orders",
+            http("POST", "/api/orders", 201),
+        ));
+        orders.push(span(
+            t,
+            4,
+            3,
+            3,
+            "INSERT orders",
+            vec![
+                text("db.system", "postgresql"),
+                text("db.namespace", "orders"),
+                text("db.operation.name", "INSERT"),
+                text(
+                    "db.query.text",
+                    "INSERT INTO orders (id, total) VALUES ($1, $2)",
+                ),
+                text("server.address", "pg.shop.svc"),
+            ],
+        ));
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource_spans("frontend", frontend),
+            resource_spans("orders", orders),
+        ],
+    }
+    .encode_to_vec()
+    .into()
+}
+
+fn decode_pair_record(c: &mut Criterion) {
+    let bytes = request();
+    let spans = (TRACES * 4) as usize;
+    eprintln!(
+        "request: {} spans, {} bytes ({} bytes/span)",
+        spans,
+        bytes.len(),
+        bytes.len() / spans
+    );
+    let graph = Graph::new(GraphConfig::default(), 1);
+    let mut consumer = graph.consumer(0);
+    let mut group = c.benchmark_group("hot_path");
+    group.throughput(Throughput::Elements(spans as u64));
+    group.bench_function("decode", |b| {
+        b.iter(|| otlp_proto::decode(bytes.clone()).expect("valid request"))
+    });
+    group.bench_function("decode_pair_record", |b| {
+        b.iter(|| {
+            let decoded = otlp_proto::decode(bytes.clone()).expect("valid request");
+            consumer.consume(&decoded.spans);
+        })
+    });
+    let decoded = otlp_proto::decode(bytes.clone()).expect("valid request");
+    group.bench_function("pair_record", |b| {
+        b.iter(|| consumer.consume(&decoded.spans))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode_pair_record);
+criterion_main!(benches);

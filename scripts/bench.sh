@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Whole-process comparison of tracemap with rotel (a Rust OTLP collector,
+# blackhole exporter): each collector pinned to core 0, `tracemap loadgen`
+# pinned to core 1 sending the same pre-encoded 512-span requests, 16 in
+# flight, as fast as possible. Reports spans per CPU-second of the collector
+# and its peak RSS, then one tracemap run at a fixed rate for its memory.
+#
+# Knobs (environment): BENCH_DURATION seconds a run (20), BENCH_REPS runs of
+# each collector, alternating (3), BENCH_RATE spans/s of the fixed-rate run
+# (100000), ROTEL_VERSION (0.0.1a15). Needs cargo, python3 and 2 CPUs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${BENCH_DURATION:-20}
+REPS=${BENCH_REPS:-3}
+RATE=${BENCH_RATE:-100000}
+ROTEL_VERSION=${ROTEL_VERSION:-0.0.1a15}
+RSS_TARGET_MIB=64
+SEED=7 # the same pool of requests for every run
+VENV=target/bench-venv
+TRACEMAP=target/release/tracemap
+ACCEPTED='tracemap_receiver_accepted_spans_total{protocol="grpc"}'
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+PIDS=()
+TMP=$(mktemp -d)
+cleanup() {
+  local pid
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step "checks"
+taskset -c 0,1 true 2>/dev/null || die "needs CPUs 0 and 1 for taskset"
+command -v python3 >/dev/null || die "needs python3"
+CLK_TCK=$(getconf CLK_TCK)
+
+step "python venv with rotel $ROTEL_VERSION ($VENV)"
+if [ ! -x "$VENV/bin/python" ]; then
+  if ! python3 -m venv "$VENV" 2>/dev/null; then
+    apt-get install -y python3-venv >/dev/null
+    python3 -m venv "$VENV"
+  fi
+fi
+"$VENV/bin/pip" install --quiet --disable-pip-version-check "rotel==$ROTEL_VERSION"
+PY="$VENV/bin/python"
+ROTEL=$("$PY" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')
+[ -x "$ROTEL" ] || die "rotel-agent not found at $ROTEL"
+"$ROTEL" --version >&2
+
+step "cargo build --release --bin tracemap"
+cargo build --release --locked --bin tracemap
+
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Process-wide user+system CPU in clock ticks (all threads), from /proc/PID/stat.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ printf "%.0f\n", $12 + $13 }'; }
+
+# Nanoseconds the process's threads waited for a CPU: how contended core 0 was.
+runq_wait_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $2 } END { printf "%.0f\n", s }'; }
+
+peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+
+metric() { # API_ADDR SERIES
+  "$PY" - "$1" "$2" <<'EOF'
+import sys, urllib.request
+api, series = sys.argv[1], sys.argv[2]
+text = urllib.request.urlopen(f"http://{api}/metrics", timeout=5).read().decode()
+values = [l.split()[-1] for l in text.splitlines() if l.startswith(series + " ")]
+print(values[0] if values else "0")
+EOF
+}
+
+wait_listening() { # PID HOST PORT: bounded wait for a TCP listener
+  for _ in $(seq 1 100); do
+    kill -0 "$1" 2>/dev/null || die "collector $1 exited during startup"
+    if (exec 3<>"/dev/tcp/$2/$3") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  die "nothing listens on $2:$3 after 10 s"
+}
+
+stop_pid() { # PID: SIGTERM, bounded wait, then SIGKILL
+  kill -TERM "$1" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    kill -0 "$1" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  # Forget it, so the exit trap never signals a recycled pid.
+  local kept=() pid
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+    [ "$pid" = "$1" ] || kept+=("$pid")
+  done
+  PIDS=(${kept[@]+"${kept[@]}"})
+}
+
+# Each start_* sets CPID, ENDPOINT and (tracemap only) API.
+start_tracemap() {
+  local log="$TMP/tracemap.log" grpc=""
+  : >"$TMP/empty.yaml"
+  taskset -c 0 "$TRACEMAP" run --config "$TMP/empty.yaml" \
+    --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --api-listen 127.0.0.1:0 \
+    --data-dir "$TMP/data" --log-format json 2>"$log" &
+  CPID=$!
+  PIDS+=("$CPID")
+  API=""
+  # Port 0 everywhere: read the bound addresses from the "listening" logs.
+  for _ in $(seq 1 100); do
+    kill -0 "$CPID" 2>/dev/null || { cat "$log" >&2; die "tracemap exited during startup"; }
+    grpc=$(grep '"message":"listening"' "$log" | grep '"component":"otlp_grpc"' |
+      sed -E 's/.*"addr":"([^"]+)".*/\1/' | head -n 1 || true)
+    API=$(grep '"message":"listening"' "$log" | grep '"component":"api"' |
+      sed -E 's/.*"addr":"([^"]+)".*/\1/' | head -n 1 || true)
+    [ -n "$grpc" ] && [ -n "$API" ] && break
+    sleep 0.1
+  done
+  [ -n "$grpc" ] && [ -n "$API" ] || die "tracemap did not report its listeners"
+  ENDPOINT="http://$grpc"
+}
+
+start_rotel() {
+  local grpc_port http_port
+  grpc_port=$(free_port)
+  http_port=$(free_port)
+  taskset -c 0 "$ROTEL" start --exporter blackhole \
+    --otlp-grpc-endpoint "127.0.0.1:$grpc_port" --otlp-http-endpoint "127.0.0.1:$http_port" \
+    --pid-file "$TMP/rotel.pid" --log-file "$TMP/rotel.log" >"$TMP/rotel.out" 2>&1 &
+  CPID=$!
+  PIDS+=("$CPID")
+  wait_listening "$CPID" 127.0.0.1 "$grpc_port"
+  ENDPOINT="http://127.0.0.1:$grpc_port"
+}
+
+RESULTS="$TMP/results.tsv"
+: >"$RESULTS"
+
+# measure NAME LABEL [LOADGEN FLAGS...]: one loadgen run against the started
+# collector; appends a row to $RESULTS.
+measure() {
+  local name=$1 label=$2 cpu0 cpu1 wait0 wait1 acc0=0 acc1=0 rss lg
+  shift 2
+  sleep 1 # let startup work settle before the CPU baseline
+  cpu0=$(cpu_ticks "$CPID")
+  wait0=$(runq_wait_ns "$CPID")
+  [ "$name" = tracemap ] && acc0=$(metric "$API" "$ACCEPTED")
+  local TIMEFORMAT='%U %S'
+  if ! { time taskset -c 1 "$TRACEMAP" loadgen --endpoint "$ENDPOINT" \
+    --batch-size 512 --concurrency 16 --duration "${DURATION}s" --seed "$SEED" \
+    --format json "$@" >"$TMP/loadgen.json" 2>"$TMP/loadgen.err"; } 2>"$TMP/loadgen.time"; then
+    cat "$TMP/loadgen.err" >&2
+    die "loadgen failed against $name"
+  fi
+  tail -n 3 "$TMP/loadgen.err" >&2
+  sleep 1 # the collector finishes what it queued
+  cpu1=$(cpu_ticks "$CPID")
+  wait1=$(runq_wait_ns "$CPID")
+  rss=$(peak_rss_kib "$CPID")
+  [ "$name" = tracemap ] && acc1=$(metric "$API" "$ACCEPTED")
+  stop_pid "$CPID"
+  lg=$(cat "$TMP/loadgen.json")
+  "$PY" - "$name" "$label" "$cpu0" "$cpu1" "$CLK_TCK" "$acc0" "$acc1" "$rss" "$wait0" "$wait1" \
+    "$(cat "$TMP/loadgen.time")" "$lg" >>"$RESULTS" <<'EOF'
+import json, sys
+name, label, cpu0, cpu1, tck, acc0, acc1, rss, wait0, wait1, lg_time, lg = sys.argv[1:]
+lg = json.loads(lg)
+cpu = (int(cpu1) - int(cpu0)) / int(tck)
+# tracemap counts what it accepted itself; for rotel, trust loadgen's OK count.
+spans = float(acc1) - float(acc0) if name == "tracemap" else lg["spans_sent"]
+lg_cpu = sum(float(x) for x in lg_time.split())
+errors = ",".join(f"{k}={v}" for k, v in lg["errors"].items()) or "-"
+print("\t".join(str(x) for x in [
+    name, label, int(spans), lg["spans_sent"], f"{cpu:.2f}", f"{lg['duration_s']:.2f}",
+    int(rss), f"{(int(wait1) - int(wait0)) / 1e9:.2f}", f"{lg_cpu:.2f}", f"{lg['latency_ms']['p50']:.2f}", f"{lg['latency_ms']['p99']:.2f}",
+    errors]))
+EOF
+}
+
+for rep in $(seq 1 "$REPS"); do
+  step "run $rep/$REPS: tracemap, max rate, ${DURATION}s"
+  start_tracemap
+  measure tracemap "max#$rep"
+  step "run $rep/$REPS: rotel, max rate, ${DURATION}s"
+  start_rotel
+  measure rotel "max#$rep"
+done
+
+step "tracemap at a fixed $RATE spans/s, ${DURATION}s"
+start_tracemap
+measure tracemap "rate$RATE" --rate "$RATE"
+
+step "results (collector on core 0, loadgen on core 1; load: $(cut -d' ' -f1-3 /proc/loadavg))"
+"$PY" - "$RESULTS" "$RSS_TARGET_MIB" <<'EOF'
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+target = float(sys.argv[2])
+head = ["collector", "run", "spans accepted", "loadgen ok", "cpu s", "spans/cpu-s",
+        "cpu %", "runq wait %", "peak rss MiB", "loadgen cpu %", "p50 ms", "p99 ms", "errors"]
+table = []
+per = {}
+for name, label, spans, lg_ok, cpu, dur, rss, wait, lg_cpu, p50, p99, errors in rows:
+    spans, cpu, dur = int(spans), float(cpu), float(dur)
+    eff = spans / cpu if cpu > 0 else float("nan")
+    rss_mib = int(rss) / 1024
+    table.append([name, label, spans, lg_ok, f"{cpu:.2f}", f"{eff:,.0f}",
+                  f"{100 * cpu / dur:.0f}", f"{100 * float(wait) / dur:.0f}", f"{rss_mib:.1f}", f"{100 * float(lg_cpu) / dur:.0f}",
+                  p50, p99, errors])
+    if label.startswith("max"):
+        per.setdefault(name, []).append((eff, rss_mib, spans / dur))
+widths = [max(len(str(r[i])) for r in table + [head]) for i in range(len(head))]
+for r in [head] + table:
+    print("  ".join(str(c).rjust(w) for c, w in zip(r, widths)))
+print("(runq wait %: time the collector was runnable but core 0 ran something else;"
+      " high values mean a busy machine, not a slow collector)")
+print()
+for name, runs in per.items():
+    print(f"{name:>9}: median {statistics.median(e for e, _, _ in runs):,.0f} spans/cpu-s, "
+          f"median {statistics.median(t for _, _, t in runs):,.0f} spans/s, "
+          f"peak rss {max(r for _, r, _ in runs):.1f} MiB")
+if "tracemap" in per and "rotel" in per:
+    ratio = statistics.median(e for e, _, _ in per["tracemap"]) / statistics.median(
+        e for e, _, _ in per["rotel"])
+    print(f"    ratio: tracemap/rotel spans per cpu-second = {ratio:.2f}")
+fixed = [r for r in table if r[1].startswith("rate")]
+for r in fixed:
+    verdict = "within" if float(r[8]) <= target else "OVER"
+    print(f"fixed rate ({r[1][4:]} spans/s): peak rss {r[8]} MiB, {verdict} the {target:.0f} MiB target, "
+          f"{r[6]}% of a core")
+EOF

@@ -1,0 +1,3 @@
+//! Exporters of traces and derived metrics.
+
+pub mod prometheus;

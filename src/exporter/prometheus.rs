@@ -1,0 +1,249 @@
+//! Prometheus series derived from the service graph, with the names and
+//! labels Grafana's service graph and span-metrics views read
+//! (`traces_service_graph_*`, `traces_spanmetrics_*`), plus the graph's
+//! own health (`tracemap_graph_*`).
+//!
+//! A custom collector reads the shards at scrape time, so the hot path
+//! only touches shard-local state.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+
+use crate::graph::Graph;
+use crate::graph::edge::Histogram;
+
+/// Scrape-time collector over the graph.
+#[derive(Debug)]
+pub struct ServiceGraphCollector {
+    graph: Graph,
+}
+
+impl ServiceGraphCollector {
+    /// A collector reading `graph`.
+    pub fn new(graph: Graph) -> Self {
+        Self { graph }
+    }
+}
+
+const FAILED: [&str; 2] = ["false", "true"];
+
+fn buckets(bounds: &[f64], histogram: &Histogram) -> Vec<(f64, u64)> {
+    bounds
+        .iter()
+        .copied()
+        .chain(std::iter::once(f64::INFINITY))
+        .zip(histogram.counts.iter().copied())
+        .collect()
+}
+
+fn encode_histogram(
+    family: &mut prometheus_client::encoding::MetricEncoder<'_>,
+    labels: &[(&str, &str)],
+    bounds: &[f64],
+    histogram: &Histogram,
+) -> Result<(), std::fmt::Error> {
+    family
+        .encode_family(&labels)?
+        .encode_histogram::<NoLabelSet>(
+            histogram.sum,
+            histogram.count(),
+            &buckets(bounds, histogram),
+            None,
+        )
+}
+
+impl Collector for ServiceGraphCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let bounds = &self.graph.config().latency_histogram_buckets;
+        let totals = self.graph.edge_totals();
+
+        let mut family = encoder.encode_descriptor(
+            "traces_service_graph_request",
+            "Requests between two nodes, by whether they failed",
+            None,
+            MetricType::Counter,
+        )?;
+        for (key, total) in &totals {
+            for (requests, failed) in total.requests.iter().zip(FAILED) {
+                if *requests == 0 {
+                    continue;
+                }
+                let labels = [
+                    ("client", &*key.client),
+                    ("server", &*key.server),
+                    ("connection_type", key.connection_type.as_str()),
+                    ("failed", failed),
+                ];
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(requests, None)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "traces_service_graph_request_failed",
+            "Failed requests between two nodes",
+            None,
+            MetricType::Counter,
+        )?;
+        for (key, total) in &totals {
+            let labels = [
+                ("client", &*key.client),
+                ("server", &*key.server),
+                ("connection_type", key.connection_type.as_str()),
+            ];
+            family
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&total.requests[1], None)?;
+        }
+
+        for (name, help, server_side) in [
+            (
+                "traces_service_graph_request_server_seconds",
+                "Request duration seen by the server, seconds",
+                true,
+            ),
+            (
+                "traces_service_graph_request_client_seconds",
+                "Request duration seen by the client, seconds",
+                false,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for (key, total) in &totals {
+                let histograms = if server_side {
+                    &total.server
+                } else {
+                    &total.client
+                };
+                for (histogram, failed) in histograms.iter().zip(FAILED) {
+                    if histogram.count() == 0 {
+                        continue;
+                    }
+                    let labels = [
+                        ("client", &*key.client),
+                        ("server", &*key.server),
+                        ("connection_type", key.connection_type.as_str()),
+                        ("failed", failed),
+                    ];
+                    encode_histogram(&mut family, &labels, bounds, histogram)?;
+                }
+            }
+        }
+
+        let spans = self.graph.span_metrics();
+        let mut family = encoder.encode_descriptor(
+            "traces_spanmetrics_calls",
+            "Spans per service, span name, kind and status",
+            None,
+            MetricType::Counter,
+        )?;
+        for (key, stats) in &spans.series {
+            let labels = [
+                ("service", &*key.service),
+                ("span_name", &*key.span_name),
+                ("span_kind", key.kind.as_str()),
+                ("status_code", key.status.as_str()),
+            ];
+            family
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&stats.calls, None)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "traces_spanmetrics_latency",
+            "Span duration per service, span name, kind and status, seconds",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (key, stats) in &spans.series {
+            let labels = [
+                ("service", &*key.service),
+                ("span_name", &*key.span_name),
+                ("span_kind", key.kind.as_str()),
+                ("status_code", key.status.as_str()),
+            ];
+            encode_histogram(&mut family, &labels, bounds, &stats.latency)?;
+        }
+
+        let (counters, pending, edges) = self.graph.health();
+        let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64| {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Gauge)?
+                .encode_gauge(&value)
+        };
+        gauge(
+            &mut encoder,
+            "tracemap_graph_pending_halves",
+            "Span halves waiting in pairing stores for the other half of their call",
+            pending as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "tracemap_graph_edges",
+            "Distinct edges held in memory",
+            edges as i64,
+        )?;
+        let mut counter = |name: &str, help: &str, labelled: &[(&str, u64)], label: &str| {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (value, count) in labelled {
+                if label.is_empty() {
+                    family.encode_counter::<NoLabelSet, _, u64>(count, None)?;
+                } else {
+                    family
+                        .encode_family(&[(label, *value)])?
+                        .encode_counter::<NoLabelSet, _, u64>(count, None)?;
+                }
+            }
+            Ok::<(), std::fmt::Error>(())
+        };
+        counter(
+            "tracemap_graph_completed_requests",
+            "Requests recorded on edges, by how they were completed",
+            &[
+                ("paired", counters.paired),
+                ("database", counters.database),
+                ("user", counters.user),
+                ("virtual_node", counters.expired_virtual),
+            ],
+            "source",
+        )?;
+        counter(
+            "tracemap_graph_expired_halves",
+            "Halves that expired unpaired, by what became of them",
+            &[
+                ("virtual_node", counters.expired_virtual),
+                ("discarded", counters.expired_discarded),
+            ],
+            "result",
+        )?;
+        counter(
+            "tracemap_graph_dropped_spans",
+            "Spans or calls the graph could not record, by reason",
+            &[
+                ("store_full", counters.dropped_store_full),
+                ("edge_limit", counters.dropped_edge_limit),
+            ],
+            "reason",
+        )?;
+        counter(
+            "tracemap_graph_duplicate_spans",
+            "Halves whose call key was already waiting on the same side",
+            &[("", counters.duplicates)],
+            "",
+        )?;
+        counter(
+            "tracemap_graph_pruned_edges",
+            "Edges removed after idling past the retention",
+            &[("", counters.pruned_edges)],
+            "",
+        )?;
+        counter(
+            "tracemap_spanmetrics_overflow_spans",
+            "Spans folded into an overflow series because of the series limit",
+            &[("", spans.overflow_spans)],
+            "",
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,1007 @@
+//! The live service graph: pairs client and server halves of calls into
+//! edges, keeps per-minute edge and node statistics, and answers window
+//! queries and Prometheus scrapes.
+//!
+//! Each pipeline shard owns one [`Shard`] (pairing store, edge and node
+//! series, span metrics) behind its own mutex: the worker is its only
+//! writer, and queries lock shards one at a time to merge them, so no
+//! lock is shared between shards on the hot path.
+
+pub mod edge;
+pub mod sketch;
+pub mod store;
+pub mod topology;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use hashbrown::{Equivalent, HashMap};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use self::edge::{
+    ConnectionType, EdgeKey, EdgeSeries, EdgeStats, EdgeTotals, Minute, MinuteSeries, NodeStats,
+    Observation,
+};
+use self::store::{Half, Offer, PairingStore, Side};
+use self::topology::Topology;
+use crate::config::Invalid;
+use crate::model::{Span, SpanKind, StatusCode};
+use crate::pipeline::SpanConsumer;
+use crate::spanmetrics::{SpanMetrics, SpanMetricsConfig};
+
+/// Name of the virtual client of root SERVER spans.
+pub const USER_NODE: &str = "user";
+
+/// Database attributes that make a CLIENT span a database call.
+const DATABASE_ATTRIBUTES: [&str; 4] = ["db.system", "db.system.name", "db.namespace", "db.name"];
+/// Attributes naming the database node, in order of preference.
+const DATABASE_NAME_ATTRIBUTES: [&str; 5] = [
+    "peer.service",
+    "db.namespace",
+    "db.name",
+    "db.system.name",
+    "db.system",
+];
+/// Attributes naming a PRODUCER's destination when no consumer shows up.
+const MESSAGING_PEER_ATTRIBUTES: [&str; 3] = [
+    "peer.service",
+    "messaging.destination.name",
+    "messaging.system",
+];
+
+/// Service-graph settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphConfig {
+    /// How long a half waits for the other half of its call.
+    #[serde(with = "humantime_serde")]
+    pub pairing_ttl: Duration,
+    /// Halves waiting at most, over all shards; more are dropped and counted.
+    pub max_pending: usize,
+    /// Distinct edges at most; new edges beyond it are dropped and counted.
+    pub max_edges: usize,
+    /// How far back windowed queries reach (per-minute statistics kept in
+    /// memory); idle edges are pruned after it.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Upper bounds, in seconds, of the Prometheus latency histograms.
+    pub latency_histogram_buckets: Vec<f64>,
+    /// CLIENT attributes naming an uninstrumented peer, in order of preference.
+    pub peer_attributes: Vec<String>,
+    /// RED metrics per service, span name, kind and status.
+    pub span_metrics: SpanMetricsConfig,
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        Self {
+            pairing_ttl: Duration::from_secs(10),
+            max_pending: 100_000,
+            max_edges: 10_000,
+            retention: Duration::from_secs(3600),
+            latency_histogram_buckets: vec![
+                0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0,
+                10.0, 15.0,
+            ],
+            peer_attributes: [
+                "peer.service",
+                "server.address",
+                "net.peer.name",
+                "network.peer.address",
+                "net.sock.peer.addr",
+            ]
+            .map(String::from)
+            .to_vec(),
+            span_metrics: SpanMetricsConfig::default(),
+        }
+    }
+}
+
+impl GraphConfig {
+    pub(crate) fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
+        let mut bad = |key: &str, reason: &str| {
+            invalid.push(Invalid {
+                key: format!("{prefix}.{key}"),
+                reason: reason.into(),
+            })
+        };
+        if self.pairing_ttl < Duration::from_millis(100) {
+            bad("pairing_ttl", "must be at least 100ms");
+        }
+        if self.max_pending == 0 {
+            bad("max_pending", "must be at least 1");
+        }
+        if self.max_edges == 0 {
+            bad("max_edges", "must be at least 1");
+        }
+        if self.retention < Duration::from_secs(60) {
+            bad("retention", "must be at least 1m");
+        }
+        let buckets = &self.latency_histogram_buckets;
+        if buckets.is_empty()
+            || buckets.iter().any(|b| !b.is_finite() || *b <= 0.0)
+            || buckets.windows(2).any(|w| w[0] >= w[1])
+        {
+            bad(
+                "latency_histogram_buckets",
+                "must be positive, finite and strictly increasing",
+            );
+        }
+        self.span_metrics
+            .validate(&format!("{prefix}.span_metrics"), invalid);
+    }
+
+    fn retention_minutes(&self) -> i64 {
+        (self.retention.as_secs().div_ceil(60)) as i64
+    }
+}
+
+/// Counters of one shard, summed over shards for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GraphCounters {
+    /// Calls completed from two halves.
+    pub paired: u64,
+    /// Database calls completed from the client half alone.
+    pub database: u64,
+    /// Root SERVER spans drawn as calls from `user`.
+    pub user: u64,
+    /// Unpaired client halves drawn as calls to a virtual peer on expiry.
+    pub expired_virtual: u64,
+    /// Unpaired halves that expired without anything to draw.
+    pub expired_discarded: u64,
+    /// Halves dropped because the pairing store was full.
+    pub dropped_store_full: u64,
+    /// Calls dropped because the edge limit was reached.
+    pub dropped_edge_limit: u64,
+    /// Halves whose key was already waiting on the same side.
+    pub duplicates: u64,
+    /// Edges removed after idling past the retention.
+    pub pruned_edges: u64,
+}
+
+impl GraphCounters {
+    fn add(&mut self, other: &GraphCounters) {
+        self.paired += other.paired;
+        self.database += other.database;
+        self.user += other.user;
+        self.expired_virtual += other.expired_virtual;
+        self.expired_discarded += other.expired_discarded;
+        self.dropped_store_full += other.dropped_store_full;
+        self.dropped_edge_limit += other.dropped_edge_limit;
+        self.duplicates += other.duplicates;
+        self.pruned_edges += other.pruned_edges;
+    }
+}
+
+/// An edge key borrowed from a span, so lookups of known edges do not allocate.
+#[derive(Hash)]
+struct EdgeRef<'a> {
+    client: &'a str,
+    server: &'a str,
+    connection_type: ConnectionType,
+}
+
+impl Equivalent<EdgeKey> for EdgeRef<'_> {
+    fn equivalent(&self, key: &EdgeKey) -> bool {
+        self.connection_type == key.connection_type
+            && self.client == &*key.client
+            && self.server == &*key.server
+    }
+}
+
+/// Graph state of one pipeline shard.
+pub struct Shard {
+    store: PairingStore,
+    edges: HashMap<EdgeKey, EdgeSeries>,
+    nodes: HashMap<Arc<str>, MinuteSeries<NodeStats>>,
+    spans: SpanMetrics,
+    counters: GraphCounters,
+    config: Arc<GraphConfig>,
+}
+
+impl Shard {
+    fn new(config: Arc<GraphConfig>, shard_count: usize) -> Self {
+        let max_pending = (config.max_pending / shard_count).max(1);
+        Self {
+            store: PairingStore::new(config.pairing_ttl, max_pending),
+            edges: HashMap::new(),
+            nodes: HashMap::new(),
+            spans: SpanMetrics::new(&config.span_metrics, &config.latency_histogram_buckets),
+            counters: GraphCounters::default(),
+            config,
+        }
+    }
+
+    /// Processes one span at `now` (pairing clock) in `minute` (statistics clock).
+    pub fn process(&mut self, span: &Span, now: Instant, minute: Minute) {
+        let service = &span.resource.service_name;
+        let failed = span.status_code == StatusCode::Error;
+        let duration = span.duration_nanos();
+        let retention = self.config.retention_minutes();
+        self.spans.record(span, minute);
+        let served = matches!(span.kind, SpanKind::Server | SpanKind::Consumer);
+        self.record_node(service, served, failed, duration, minute, retention);
+        match span.kind {
+            SpanKind::Client | SpanKind::Producer => {
+                let messaging = span.kind == SpanKind::Producer;
+                let database = (!messaging
+                    && DATABASE_ATTRIBUTES
+                        .iter()
+                        .any(|key| span.attributes.get_str(key).is_some()))
+                .then(|| span.attributes.first_str(&DATABASE_NAME_ATTRIBUTES))
+                .flatten();
+                if let Some(database) = database {
+                    self.counters.database += 1;
+                    let obs = one_sided(failed, duration);
+                    self.record_edge(service, database, ConnectionType::Database, &obs, minute);
+                    return;
+                }
+                let peer = if messaging {
+                    span.attributes.first_str(&MESSAGING_PEER_ATTRIBUTES)
+                } else {
+                    first_configured(span, &self.config.peer_attributes)
+                };
+                let half = Half {
+                    service: service.clone(),
+                    side: Side::Client,
+                    messaging,
+                    failed,
+                    duration_nanos: duration,
+                    peer: peer.map(Arc::from),
+                };
+                self.offer(span, span.span_id, half, now, minute);
+            }
+            SpanKind::Server | SpanKind::Consumer => {
+                let half = Half {
+                    service: service.clone(),
+                    side: Side::Server,
+                    messaging: span.kind == SpanKind::Consumer,
+                    failed,
+                    duration_nanos: duration,
+                    peer: None,
+                };
+                match span.parent_span_id {
+                    Some(parent) => self.offer(span, parent, half, now, minute),
+                    None if span.kind == SpanKind::Server => {
+                        self.counters.user += 1;
+                        let obs = one_sided(failed, duration);
+                        self.record_edge(USER_NODE, service, ConnectionType::Virtual, &obs, minute);
+                    }
+                    // A root CONSUMER has no producer to pair with or to name.
+                    None => self.counters.expired_discarded += 1,
+                }
+            }
+            SpanKind::Internal | SpanKind::Unspecified => {}
+        }
+    }
+
+    fn offer(
+        &mut self,
+        span: &Span,
+        call_span_id: crate::model::SpanId,
+        half: Half,
+        now: Instant,
+        minute: Minute,
+    ) {
+        match self.store.offer(span.trace_id, call_span_id, half, now) {
+            Offer::Paired(pair) => {
+                self.counters.paired += 1;
+                let messaging = pair.client.messaging || pair.server.messaging;
+                let connection_type = if messaging {
+                    ConnectionType::Messaging
+                } else {
+                    ConnectionType::Direct
+                };
+                let obs = Observation {
+                    failed: pair.client.failed || pair.server.failed,
+                    client_nanos: pair.client.duration_nanos,
+                    server_nanos: pair.server.duration_nanos,
+                };
+                self.record_edge(
+                    &pair.client.service,
+                    &pair.server.service,
+                    connection_type,
+                    &obs,
+                    minute,
+                );
+            }
+            Offer::Pending => {}
+            Offer::Duplicate => self.counters.duplicates += 1,
+            Offer::Full => self.counters.dropped_store_full += 1,
+        }
+    }
+
+    fn record_node(
+        &mut self,
+        service: &Arc<str>,
+        served: bool,
+        failed: bool,
+        duration: u64,
+        minute: Minute,
+        retention: i64,
+    ) {
+        let series = match self.nodes.get_mut(&**service) {
+            Some(series) => series,
+            None => self.nodes.entry(service.clone()).or_default(),
+        };
+        let bucket = series.bucket(minute, retention);
+        if served {
+            bucket.requests += 1;
+            bucket.errors += u64::from(failed);
+            bucket.latency.insert(duration as f64);
+        }
+    }
+
+    fn record_edge(
+        &mut self,
+        client: &str,
+        server: &str,
+        connection_type: ConnectionType,
+        obs: &Observation,
+        minute: Minute,
+    ) {
+        let retention = self.config.retention_minutes();
+        let bounds = &self.config.latency_histogram_buckets;
+        let lookup = EdgeRef {
+            client,
+            server,
+            connection_type,
+        };
+        if let Some(series) = self.edges.get_mut(&lookup) {
+            series.record(obs, minute, retention, bounds);
+            return;
+        }
+        if self.edges.len() >= self.config.max_edges {
+            self.counters.dropped_edge_limit += 1;
+            return;
+        }
+        let key = EdgeKey {
+            client: client.into(),
+            server: server.into(),
+            connection_type,
+        };
+        self.edges
+            .entry(key)
+            .or_insert_with(|| EdgeSeries::new(bounds))
+            .record(obs, minute, retention, bounds);
+    }
+
+    /// Expires unpaired halves and prunes idle series.
+    pub fn tick(&mut self, now: Instant, minute: Minute) {
+        let mut expired = Vec::new();
+        self.store.expire(now, |half| expired.push(half));
+        for half in expired {
+            match (half.side, &half.peer) {
+                (Side::Client, Some(peer)) => {
+                    self.counters.expired_virtual += 1;
+                    let connection_type = if half.messaging {
+                        ConnectionType::Messaging
+                    } else {
+                        ConnectionType::Virtual
+                    };
+                    let obs = one_sided(half.failed, half.duration_nanos);
+                    self.record_edge(&half.service, peer, connection_type, &obs, minute);
+                }
+                _ => self.counters.expired_discarded += 1,
+            }
+        }
+        let retention = self.config.retention_minutes();
+        let before = self.edges.len();
+        self.edges
+            .retain(|_, series| !series.minutes.prune(minute, retention));
+        self.counters.pruned_edges += (before - self.edges.len()) as u64;
+        self.nodes
+            .retain(|_, series| !series.prune(minute, retention));
+        self.spans.prune(minute, retention);
+    }
+}
+
+/// A call observed from one side only: that side's duration stands for both,
+/// so client and server histograms keep equal counts (as Grafana expects).
+fn one_sided(failed: bool, duration: u64) -> Observation {
+    Observation {
+        failed,
+        client_nanos: duration,
+        server_nanos: duration,
+    }
+}
+
+fn first_configured<'a>(span: &'a Span, keys: &[String]) -> Option<&'a str> {
+    keys.iter()
+        .filter_map(|key| span.attributes.get_str(key))
+        .find(|value| !value.is_empty())
+}
+
+/// The unix minute of a wall-clock time.
+pub fn unix_minute(time: SystemTime) -> Minute {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (secs / 60) as Minute
+}
+
+/// Handle to every shard, for consumers, queries and scrapes.
+#[derive(Clone)]
+pub struct Graph {
+    shards: Arc<[Arc<Mutex<Shard>>]>,
+    config: Arc<GraphConfig>,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph")
+            .field("shards", &self.shards.len())
+            .finish()
+    }
+}
+
+/// A time range for queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// Inclusive start.
+    pub start: SystemTime,
+    /// Exclusive end.
+    pub end: SystemTime,
+}
+
+impl TimeWindow {
+    /// The window's length in seconds (at least 1, to keep rates finite).
+    pub fn seconds(&self) -> f64 {
+        self.end
+            .duration_since(self.start)
+            .map_or(1.0, |d| d.as_secs_f64().max(1.0))
+    }
+}
+
+impl Graph {
+    /// Empty state for `shard_count` pipeline shards.
+    pub fn new(config: GraphConfig, shard_count: usize) -> Self {
+        let config = Arc::new(config);
+        let shards = (0..shard_count.max(1))
+            .map(|_| Arc::new(Mutex::new(Shard::new(config.clone(), shard_count.max(1)))))
+            .collect();
+        Self { shards, config }
+    }
+
+    /// The pipeline consumer of shard `index`.
+    pub fn consumer(&self, index: usize) -> GraphConsumer {
+        GraphConsumer {
+            shard: self.shards[index % self.shards.len()].clone(),
+        }
+    }
+
+    /// Configuration in force.
+    pub fn config(&self) -> &GraphConfig {
+        &self.config
+    }
+
+    fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+        // A panicked worker leaves consistent-enough counters; keep serving.
+        shard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The graph over `window`, merged across shards.
+    pub fn snapshot(&self, window: TimeWindow) -> Topology {
+        let first = unix_minute(window.start);
+        let last = window
+            .end
+            .checked_sub(Duration::from_nanos(1))
+            .map_or(first, unix_minute)
+            .max(first);
+        let mut edges: std::collections::HashMap<EdgeKey, EdgeStats> = Default::default();
+        let mut nodes: std::collections::HashMap<Arc<str>, NodeStats> = Default::default();
+        for shard in self.shards.iter() {
+            let shard = Self::lock(shard);
+            for (key, series) in &shard.edges {
+                let mut stats = EdgeStats::default();
+                for bucket in series.minutes.range(first, last) {
+                    stats.merge(bucket);
+                }
+                if stats.requests > 0 {
+                    edges.entry(key.clone()).or_default().merge(&stats);
+                }
+            }
+            for (service, series) in &shard.nodes {
+                let mut stats = NodeStats::default();
+                let mut seen = false;
+                for bucket in series.range(first, last) {
+                    stats.merge(bucket);
+                    seen = true;
+                }
+                if seen {
+                    nodes.entry(service.clone()).or_default().merge(&stats);
+                }
+            }
+        }
+        Topology::build(window, edges, nodes)
+    }
+
+    /// Cumulative edge totals for Prometheus, merged across shards.
+    pub fn edge_totals(&self) -> std::collections::BTreeMap<EdgeKey, EdgeTotals> {
+        let mut totals: std::collections::BTreeMap<EdgeKey, EdgeTotals> = Default::default();
+        for shard in self.shards.iter() {
+            let shard = Self::lock(shard);
+            for (key, series) in &shard.edges {
+                match totals.get_mut(key) {
+                    Some(total) => total.merge(&series.totals),
+                    None => {
+                        totals.insert(key.clone(), series.totals.clone());
+                    }
+                }
+            }
+        }
+        totals
+    }
+
+    /// Health counters summed over shards, plus pending halves and distinct edges.
+    pub fn health(&self) -> (GraphCounters, usize, usize) {
+        let mut counters = GraphCounters::default();
+        let mut pending = 0;
+        let mut edges = std::collections::HashSet::new();
+        for shard in self.shards.iter() {
+            let shard = Self::lock(shard);
+            counters.add(&shard.counters);
+            pending += shard.store.len();
+            edges.extend(shard.edges.keys().cloned());
+        }
+        (counters, pending, edges.len())
+    }
+
+    /// Span metrics merged across shards.
+    pub fn span_metrics(&self) -> crate::spanmetrics::SpanMetricsSnapshot {
+        let mut snapshot = crate::spanmetrics::SpanMetricsSnapshot::default();
+        for shard in self.shards.iter() {
+            Self::lock(shard).spans.merge_into(&mut snapshot);
+        }
+        snapshot
+    }
+}
+
+/// The graph's [`SpanConsumer`] for one shard.
+pub struct GraphConsumer {
+    shard: Arc<Mutex<Shard>>,
+}
+
+impl SpanConsumer for GraphConsumer {
+    fn consume(&mut self, spans: &[Span]) {
+        let now = Instant::now();
+        let minute = unix_minute(SystemTime::now());
+        let mut shard = Graph::lock(&self.shard);
+        for span in spans {
+            shard.process(span, now, minute);
+        }
+    }
+
+    fn tick(&mut self) {
+        Graph::lock(&self.shard).tick(Instant::now(), unix_minute(SystemTime::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AttributeValue, Attributes, Resource, SpanId, TraceId};
+
+    const MINUTE: Minute = 29_000_000;
+
+    struct SpanSpec {
+        service: Option<&'static str>,
+        kind: SpanKind,
+        trace: u8,
+        id: u8,
+        parent: Option<u8>,
+        error: bool,
+        nanos: u64,
+        attrs: Vec<(&'static str, &'static str)>,
+    }
+
+    fn spec(
+        service: &'static str,
+        kind: SpanKind,
+        trace: u8,
+        id: u8,
+        parent: Option<u8>,
+    ) -> SpanSpec {
+        SpanSpec {
+            service: Some(service),
+            kind,
+            trace,
+            id,
+            parent,
+            error: false,
+            nanos: 1_000_000,
+            attrs: vec![],
+        }
+    }
+
+    impl SpanSpec {
+        fn attr(mut self, key: &'static str, value: &'static str) -> Self {
+            self.attrs.push((key, value));
+            self
+        }
+        fn error(mut self) -> Self {
+            self.error = true;
+            self
+        }
+        fn nanos(mut self, nanos: u64) -> Self {
+            self.nanos = nanos;
+            self
+        }
+        fn build(self) -> Span {
+            let resource_attrs = self
+                .service
+                .map(|s| vec![("service.name".to_string(), AttributeValue::String(s.into()))])
+                .unwrap_or_default();
+            Span {
+                resource: Arc::new(Resource::new(Attributes::from_vec(resource_attrs))),
+                scope_name: "".into(),
+                trace_id: TraceId::try_from(&[self.trace; 16][..]).unwrap(),
+                span_id: SpanId::try_from(&[self.id; 8][..]).unwrap(),
+                parent_span_id: self.parent.map(|p| SpanId::try_from(&[p; 8][..]).unwrap()),
+                name: "op".into(),
+                kind: self.kind,
+                status_code: if self.error {
+                    StatusCode::Error
+                } else {
+                    StatusCode::Unset
+                },
+                status_message: String::new(),
+                start_unix_nano: 1_000,
+                end_unix_nano: 1_000 + self.nanos,
+                attributes: Attributes::from_vec(
+                    self.attrs
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), AttributeValue::String(v.into())))
+                        .collect(),
+                ),
+                events: vec![],
+            }
+        }
+    }
+
+    struct Harness {
+        graph: Graph,
+        now: Instant,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Self::with(GraphConfig::default())
+        }
+        fn with(config: GraphConfig) -> Self {
+            Self {
+                graph: Graph::new(config, 1),
+                now: Instant::now(),
+            }
+        }
+        fn send(&self, spans: Vec<SpanSpec>) {
+            let mut shard = Graph::lock(&self.graph.shards[0]);
+            for span in spans {
+                shard.process(&span.build(), self.now, MINUTE);
+            }
+        }
+        fn tick(&self, after: Duration) {
+            Graph::lock(&self.graph.shards[0]).tick(self.now + after, MINUTE);
+        }
+        fn counters(&self) -> GraphCounters {
+            self.graph.health().0
+        }
+        fn pending(&self) -> usize {
+            self.graph.health().1
+        }
+        /// Edges as (client, server, type, requests, failed).
+        fn edges(&self) -> Vec<(String, String, &'static str, u64, u64)> {
+            let start = SystemTime::UNIX_EPOCH + Duration::from_secs(MINUTE as u64 * 60);
+            let window = TimeWindow {
+                start,
+                end: start + Duration::from_secs(60),
+            };
+            self.graph
+                .snapshot(window)
+                .edges()
+                .map(|(s, t, e)| {
+                    (
+                        s.id.to_string(),
+                        t.id.to_string(),
+                        e.connection_type.as_str(),
+                        e.stats.requests,
+                        e.stats.failed,
+                    )
+                })
+                .collect()
+        }
+    }
+
+    fn edge(
+        c: &str,
+        s: &str,
+        t: &'static str,
+        requests: u64,
+        failed: u64,
+    ) -> (String, String, &'static str, u64, u64) {
+        (c.into(), s.into(), t, requests, failed)
+    }
+
+    #[test]
+    fn client_then_server_makes_a_direct_edge() {
+        let h = Harness::new();
+        h.send(vec![
+            spec("frontend", SpanKind::Client, 1, 10, Some(9)),
+            spec("cart", SpanKind::Server, 1, 11, Some(10)),
+        ]);
+        assert_eq!(h.edges(), vec![edge("frontend", "cart", "", 1, 0)]);
+        assert_eq!(h.counters().paired, 1);
+        assert_eq!(h.pending(), 0);
+    }
+
+    #[test]
+    fn server_then_client_pairs_too_and_latencies_stay_apart() {
+        let h = Harness::new();
+        h.send(vec![
+            spec("cart", SpanKind::Server, 1, 11, Some(10)).nanos(3_000_000),
+            spec("frontend", SpanKind::Client, 1, 10, None).nanos(5_000_000),
+        ]);
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(MINUTE as u64 * 60);
+        let topology = h.graph.snapshot(TimeWindow {
+            start,
+            end: start + Duration::from_secs(60),
+        });
+        let (_, _, view) = topology.edges().next().unwrap();
+        assert_eq!(view.stats.client.max(), 5_000_000.0);
+        assert_eq!(view.stats.server.max(), 3_000_000.0);
+    }
+
+    #[test]
+    fn producer_and_consumer_make_a_messaging_edge() {
+        let h = Harness::new();
+        h.send(vec![
+            spec("checkout", SpanKind::Producer, 1, 10, Some(9))
+                .attr("messaging.destination.name", "orders"),
+            spec("email", SpanKind::Consumer, 1, 11, Some(10)),
+            spec("fulfillment", SpanKind::Consumer, 1, 12, Some(10)),
+        ]);
+        assert_eq!(
+            h.edges(),
+            vec![
+                edge("checkout", "email", "messaging_system", 1, 0),
+                edge("checkout", "fulfillment", "messaging_system", 1, 0),
+            ]
+        );
+        h.tick(Duration::from_secs(11));
+        assert_eq!(
+            h.counters().expired_virtual + h.counters().expired_discarded,
+            0
+        );
+    }
+
+    #[test]
+    fn unconsumed_producer_expires_to_its_destination() {
+        let h = Harness::new();
+        h.send(vec![
+            spec("checkout", SpanKind::Producer, 1, 10, None)
+                .attr("messaging.system", "kafka")
+                .attr("messaging.destination.name", "orders"),
+        ]);
+        h.tick(Duration::from_secs(11));
+        assert_eq!(
+            h.edges(),
+            vec![edge("checkout", "orders", "messaging_system", 1, 0)]
+        );
+    }
+
+    #[test]
+    fn expiry_draws_virtual_peers_and_counts_the_rest() {
+        let h = Harness::with(GraphConfig {
+            pairing_ttl: Duration::from_secs(5),
+            ..GraphConfig::default()
+        });
+        h.send(vec![
+            spec("shipping", SpanKind::Client, 1, 10, None)
+                .attr("server.address", "api.carrier.example")
+                .attr("peer.service", "carrier-api"),
+            spec("shipping", SpanKind::Client, 2, 10, None).attr("net.peer.name", "legacy-host"),
+            spec("foo-server", SpanKind::Client, 3, 10, None),
+            spec("bar", SpanKind::Server, 4, 11, Some(99)),
+        ]);
+        assert_eq!(h.pending(), 4);
+        h.tick(Duration::from_millis(4_999));
+        assert!(h.edges().is_empty(), "nothing expires before the TTL");
+        h.tick(Duration::from_secs(5));
+        assert_eq!(
+            h.edges(),
+            vec![
+                edge("shipping", "carrier-api", "virtual_node", 1, 0),
+                edge("shipping", "legacy-host", "virtual_node", 1, 0),
+            ]
+        );
+        let counters = h.counters();
+        assert_eq!(
+            (counters.expired_virtual, counters.expired_discarded),
+            (2, 2)
+        );
+        assert_eq!(h.pending(), 0);
+    }
+
+    #[test]
+    fn root_server_spans_come_from_user() {
+        let h = Harness::new();
+        h.send(vec![
+            spec("frontend", SpanKind::Server, 1, 10, None),
+            spec("frontend", SpanKind::Server, 2, 10, None).error(),
+            spec("worker", SpanKind::Consumer, 3, 10, None),
+        ]);
+        assert_eq!(
+            h.edges(),
+            vec![edge("user", "frontend", "virtual_node", 2, 1)]
+        );
+        assert_eq!(h.counters().user, 2);
+        assert_eq!(
+            h.counters().expired_discarded,
+            1,
+            "a root consumer has nothing to draw"
+        );
+        assert_eq!(h.pending(), 0);
+    }
+
+    #[test]
+    fn database_edges_complete_from_the_client_alone() {
+        let h = Harness::new();
+        h.send(vec![
+            spec("a", SpanKind::Client, 1, 1, None).attr("db.system", "postgresql"),
+            spec("a", SpanKind::Client, 1, 2, None).attr("db.system.name", "mysql"),
+            spec("a", SpanKind::Client, 1, 3, None)
+                .attr("db.system", "postgresql")
+                .attr("db.namespace", "shop"),
+            spec("a", SpanKind::Client, 1, 4, None).attr("db.name", "legacy"),
+            spec("a", SpanKind::Client, 1, 5, None)
+                .attr("db.system", "redis")
+                .attr("db.namespace", "0")
+                .attr("peer.service", "sessions"),
+            spec("a", SpanKind::Client, 1, 6, None)
+                .attr("db.namespace", "orders")
+                .error(),
+        ]);
+        assert_eq!(
+            h.edges(),
+            vec![
+                edge("a", "legacy", "database", 1, 0),
+                edge("a", "mysql", "database", 1, 0),
+                edge("a", "orders", "database", 1, 1),
+                edge("a", "postgresql", "database", 1, 0),
+                edge("a", "sessions", "database", 1, 0),
+                edge("a", "shop", "database", 1, 0),
+            ]
+        );
+        assert_eq!(h.pending(), 0);
+        assert_eq!(h.counters().database, 6);
+    }
+
+    #[test]
+    fn a_failure_on_either_side_fails_the_request() {
+        let h = Harness::new();
+        h.send(vec![
+            spec("a", SpanKind::Client, 1, 10, None).error(),
+            spec("b", SpanKind::Server, 1, 11, Some(10)),
+            spec("a", SpanKind::Client, 2, 10, None),
+            spec("b", SpanKind::Server, 2, 11, Some(10)).error(),
+            spec("a", SpanKind::Client, 3, 10, None),
+            spec("b", SpanKind::Server, 3, 11, Some(10)),
+        ]);
+        assert_eq!(h.edges(), vec![edge("a", "b", "", 3, 2)]);
+    }
+
+    #[test]
+    fn spans_without_service_name_are_unknown_service() {
+        let h = Harness::new();
+        let mut client = spec("x", SpanKind::Client, 1, 10, None);
+        client.service = None;
+        h.send(vec![client, spec("b", SpanKind::Server, 1, 11, Some(10))]);
+        assert_eq!(h.edges(), vec![edge("unknown_service", "b", "", 1, 0)]);
+    }
+
+    #[test]
+    fn internal_spans_are_ignored() {
+        let h = Harness::new();
+        h.send(vec![
+            spec("a", SpanKind::Internal, 1, 10, Some(9)).attr("db.system", "postgresql"),
+            spec("a", SpanKind::Unspecified, 1, 11, None),
+        ]);
+        assert!(h.edges().is_empty());
+        assert_eq!(h.pending(), 0);
+    }
+
+    #[test]
+    fn duplicate_span_ids_are_counted() {
+        let h = Harness::new();
+        h.send(vec![
+            spec("a", SpanKind::Client, 1, 10, None),
+            spec("a", SpanKind::Client, 1, 10, None),
+            spec("b", SpanKind::Server, 1, 11, Some(10)),
+        ]);
+        assert_eq!(h.edges(), vec![edge("a", "b", "", 1, 0)]);
+        assert_eq!(h.counters().duplicates, 1);
+    }
+
+    #[test]
+    fn full_store_and_edge_limit_are_counted() {
+        let h = Harness::with(GraphConfig {
+            max_pending: 2,
+            max_edges: 1,
+            ..GraphConfig::default()
+        });
+        h.send(vec![
+            spec("a", SpanKind::Client, 1, 10, None),
+            spec("a", SpanKind::Client, 2, 10, None),
+            spec("a", SpanKind::Client, 3, 10, None),
+        ]);
+        assert_eq!(h.counters().dropped_store_full, 1);
+        h.send(vec![
+            spec("b", SpanKind::Server, 1, 11, Some(10)),
+            spec("c", SpanKind::Server, 2, 11, Some(10)),
+        ]);
+        assert_eq!(h.edges(), vec![edge("a", "b", "", 1, 0)]);
+        assert_eq!(h.counters().dropped_edge_limit, 1);
+    }
+
+    #[test]
+    fn nodes_count_only_the_spans_they_served() {
+        let h = Harness::new();
+        h.send(vec![
+            spec("a", SpanKind::Server, 1, 1, None).error(),
+            spec("a", SpanKind::Client, 1, 2, Some(1)),
+            spec("b", SpanKind::Server, 1, 3, Some(2)),
+            spec("b", SpanKind::Internal, 1, 4, Some(3)),
+        ]);
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(MINUTE as u64 * 60);
+        let topology = h.graph.snapshot(TimeWindow {
+            start,
+            end: start + Duration::from_secs(60),
+        });
+        let nodes: Vec<_> = topology
+            .nodes()
+            .map(|n| {
+                (
+                    n.id.to_string(),
+                    n.kind.as_str(),
+                    n.stats.requests,
+                    n.stats.errors,
+                )
+            })
+            .collect();
+        assert_eq!(
+            nodes,
+            vec![
+                ("a".to_string(), "service", 1, 1),
+                ("b".to_string(), "service", 1, 0),
+                ("user".to_string(), "user", 0, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn idle_edges_are_pruned_after_the_retention() {
+        let h = Harness::new();
+        h.send(vec![spec("a", SpanKind::Server, 1, 1, None)]);
+        Graph::lock(&h.graph.shards[0]).tick(h.now, MINUTE + 59);
+        assert_eq!(h.graph.health().2, 1);
+        Graph::lock(&h.graph.shards[0]).tick(h.now, MINUTE + 60);
+        assert_eq!(h.graph.health().2, 0);
+        assert_eq!(h.counters().pruned_edges, 1);
+    }
+
+    #[test]
+    fn config_validation_names_graph_keys() {
+        let config = GraphConfig {
+            latency_histogram_buckets: vec![1.0, 0.5],
+            retention: Duration::from_secs(1),
+            ..GraphConfig::default()
+        };
+        let mut invalid = Vec::new();
+        config.validate("graph", &mut invalid);
+        let keys: Vec<_> = invalid.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["graph.retention", "graph.latency_histogram_buckets"]);
+    }
+}
