@@ -1,5 +1,5 @@
 //! OpenTelemetry's servicegraph connector fixtures
-//! (`../shared/fixtures/otel-servicegraph/`), replayed through the real
+//! (`tests/fixtures/otel-servicegraph/`), replayed through the real
 //! OTLP/HTTP JSON receiver. The graph must show exactly the edges the
 //! fixtures' README lists for tracemap, including where tracemap
 //! deliberately differs (no `unknown` virtual server).
@@ -15,23 +15,10 @@ use serde_json::Value;
 /// Short TTL so unpaired halves expire within the test.
 const CONFIG: &str = "graph:\n  pairing_ttl: 300ms\n";
 
-fn fixture(name: &str) -> Option<PathBuf> {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/otel-servicegraph");
-    let path = dir.join(name);
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "fixture {} missing under CI",
-        path.display()
-    );
-    eprintln!(
-        "SKIPPED: fixture {} not found (../shared is not beside this checkout)",
-        path.display()
-    );
-    None
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/otel-servicegraph")
+        .join(name)
 }
 
 async fn post_json(collector: &Collector, body: &Value) {
@@ -93,20 +80,17 @@ fn edge(c: &str, s: &str, t: &str, requests: u64, errors: u64) -> Edge {
     (c.into(), s.into(), t.into(), requests, errors)
 }
 
-async fn replay(name: &str) -> Option<Collector> {
-    let path = fixture(name)?;
-    let yaml = std::fs::read_to_string(path).unwrap();
+async fn replay(name: &str) -> Collector {
+    let yaml = std::fs::read_to_string(fixture(name)).unwrap();
     let body: Value = serde_yaml_ng::from_str(&yaml).unwrap();
     let collector = Collector::start_with_config(CONFIG);
     post_json(&collector, &body).await;
-    Some(collector)
+    collector
 }
 
 #[tokio::test]
 async fn db_attribute_on_the_server_side_is_a_plain_edge() {
-    let Some(collector) = replay("extra-dimensions-queue-db-trace.yaml").await else {
-        return;
-    };
+    let collector = replay("extra-dimensions-queue-db-trace.yaml").await;
     assert_eq!(
         settled_edges(&collector).await,
         vec![edge("foo-server", "bar-requester", "", 1, 0)]
@@ -115,9 +99,7 @@ async fn db_attribute_on_the_server_side_is_a_plain_edge() {
 
 #[tokio::test]
 async fn client_server_spans_are_not_messaging() {
-    let Some(collector) = replay("messaging-system-trace.yaml").await else {
-        return;
-    };
+    let collector = replay("messaging-system-trace.yaml").await;
     assert_eq!(
         settled_edges(&collector).await,
         vec![edge("foo-server", "bar-requester", "", 1, 0)]
@@ -141,9 +123,7 @@ async fn client_server_spans_are_not_messaging() {
 
 #[tokio::test]
 async fn root_server_is_from_user_and_peerless_client_is_not_drawn() {
-    let Some(collector) = replay("virtual-node-label-trace.yaml").await else {
-        return;
-    };
+    let collector = replay("virtual-node-label-trace.yaml").await;
     assert_eq!(
         settled_edges(&collector).await,
         vec![edge("user", "bar-requester", "virtual_node", 1, 0)]
@@ -159,9 +139,7 @@ async fn root_server_is_from_user_and_peerless_client_is_not_drawn() {
 
 #[tokio::test]
 async fn root_server_with_peer_service_name_is_from_user() {
-    let Some(collector) = replay("virtual-node-label-client-trace.yaml").await else {
-        return;
-    };
+    let collector = replay("virtual-node-label-client-trace.yaml").await;
     assert_eq!(
         settled_edges(&collector).await,
         vec![edge("user", "bar-requester", "virtual_node", 1, 0)]

@@ -115,6 +115,9 @@ impl GraphConfig {
         if self.max_edges == 0 {
             bad("max_edges", "must be at least 1");
         }
+        if self.peer_attributes.len() > MAX_PEER_ATTRIBUTES {
+            bad("peer_attributes", "must list at most 16 keys");
+        }
         if self.retention < Duration::from_secs(60) {
             bad("retention", "must be at least 1m");
         }
@@ -190,8 +193,55 @@ impl Equivalent<EdgeKey> for EdgeRef<'_> {
     }
 }
 
+/// Most attribute keys the graph reads from one span (fixed ones plus
+/// `graph.peer_attributes`).
+const MAX_LOOKUP_KEYS: usize = 32;
+/// Most `graph.peer_attributes`.
+const MAX_PEER_ATTRIBUTES: usize = 16;
+
+/// Every attribute key the graph reads from a CLIENT or PRODUCER span, read
+/// in one pass, and where each rule finds its keys in that list.
+struct Lookup {
+    keys: Vec<Box<str>>,
+    database: Vec<usize>,
+    database_name: Vec<usize>,
+    messaging_peer: Vec<usize>,
+    peer: Vec<usize>,
+}
+
+impl Lookup {
+    fn new(config: &GraphConfig) -> Self {
+        let mut keys: Vec<Box<str>> = Vec::new();
+        let mut index_of = |key: &str| match keys.iter().position(|k| &**k == key) {
+            Some(i) => i,
+            None => {
+                keys.push(key.into());
+                keys.len() - 1
+            }
+        };
+        let database = DATABASE_ATTRIBUTES.iter().map(|k| index_of(k)).collect();
+        let database_name = DATABASE_NAME_ATTRIBUTES
+            .iter()
+            .map(|k| index_of(k))
+            .collect();
+        let messaging_peer = MESSAGING_PEER_ATTRIBUTES
+            .iter()
+            .map(|k| index_of(k))
+            .collect();
+        let peer = config.peer_attributes.iter().map(|k| index_of(k)).collect();
+        Self {
+            keys,
+            database,
+            database_name,
+            messaging_peer,
+            peer,
+        }
+    }
+}
+
 /// Graph state of one pipeline shard.
 pub struct Shard {
+    lookup: Lookup,
     store: PairingStore,
     edges: HashMap<EdgeKey, EdgeSeries>,
     nodes: HashMap<Arc<str>, MinuteSeries<NodeStats>>,
@@ -204,6 +254,7 @@ impl Shard {
     fn new(config: Arc<GraphConfig>, shard_count: usize) -> Self {
         let max_pending = (config.max_pending / shard_count).max(1);
         Self {
+            lookup: Lookup::new(&config),
             store: PairingStore::new(config.pairing_ttl, max_pending),
             edges: HashMap::new(),
             nodes: HashMap::new(),
@@ -225,22 +276,30 @@ impl Shard {
         match span.kind {
             SpanKind::Client | SpanKind::Producer => {
                 let messaging = span.kind == SpanKind::Producer;
-                let database = (!messaging
-                    && DATABASE_ATTRIBUTES
+                let mut found = [None; MAX_LOOKUP_KEYS];
+                let found = &mut found[..self.lookup.keys.len()];
+                span.attributes.find_strs(&self.lookup.keys, found);
+                let first = |indexes: &[usize]| {
+                    indexes
                         .iter()
-                        .any(|key| span.attributes.get_str(key).is_some()))
-                .then(|| span.attributes.first_str(&DATABASE_NAME_ATTRIBUTES))
-                .flatten();
-                if let Some(database) = database {
+                        .filter_map(|&i| found[i])
+                        .find(|value| !value.is_empty())
+                };
+                let is_database =
+                    !messaging && self.lookup.database.iter().any(|&i| found[i].is_some());
+                if let Some(database) = is_database
+                    .then(|| first(&self.lookup.database_name))
+                    .flatten()
+                {
                     self.counters.database += 1;
                     let obs = one_sided(failed, duration);
                     self.record_edge(service, database, ConnectionType::Database, &obs, minute);
                     return;
                 }
                 let peer = if messaging {
-                    span.attributes.first_str(&MESSAGING_PEER_ATTRIBUTES)
+                    first(&self.lookup.messaging_peer)
                 } else {
-                    first_configured(span, &self.config.peer_attributes)
+                    first(&self.lookup.peer)
                 };
                 let half = Half {
                     service: service.clone(),
@@ -405,12 +464,6 @@ fn one_sided(failed: bool, duration: u64) -> Observation {
         client_nanos: duration,
         server_nanos: duration,
     }
-}
-
-fn first_configured<'a>(span: &'a Span, keys: &[String]) -> Option<&'a str> {
-    keys.iter()
-        .filter_map(|key| span.attributes.get_str(key))
-        .find(|value| !value.is_empty())
 }
 
 /// The unix minute of a wall-clock time.

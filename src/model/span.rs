@@ -239,6 +239,17 @@ impl Attributes {
         }
     }
 
+    /// Fills `found[i]` with the string value of `keys[i]` (the first pair
+    /// of that key; `None` when absent or not a string), in one pass: the
+    /// service graph asks a dozen keys of every client span.
+    pub fn find_strs<'a, K: AsRef<str>>(&'a self, keys: &[K], found: &mut [Option<&'a str>]) {
+        debug_assert_eq!(keys.len(), found.len());
+        match &self.0 {
+            Repr::Owned(pairs) => find_strs(pairs.iter(), keys, found),
+            Repr::Encoded(encoded) => find_strs(encoded.pairs(), keys, found),
+        }
+    }
+
     /// Every attribute in wire order, values decoded.
     pub fn iter(&self) -> AttributesIter<'_> {
         AttributesIter(match &self.0 {
@@ -375,6 +386,31 @@ fn first_str<'a, P: Pair<'a>>(pairs: impl Iterator<Item = P>, keys: &[&str]) -> 
         }
     }
     best.map(|(_, value)| value)
+}
+
+/// See [`Attributes::find_strs`].
+#[inline]
+fn find_strs<'a, P: Pair<'a>, K: AsRef<str>>(
+    pairs: impl Iterator<Item = P>,
+    keys: &[K],
+    found: &mut [Option<&'a str>],
+) {
+    found.fill(None);
+    // One bit per key: only the first pair of a duplicated key counts, as in
+    // `get_str`. Keys past the 64th take the first pair that is a string.
+    let mut seen = 0u64;
+    for pair in pairs {
+        let key = pair.key();
+        let Some(index) = keys.iter().position(|k| k.as_ref().as_bytes() == key) else {
+            continue;
+        };
+        let bit = 1u64.checked_shl(index as u32).unwrap_or(0);
+        if seen & bit != 0 || (bit == 0 && found[index].is_some()) {
+            continue;
+        }
+        seen |= bit;
+        found[index] = pair.scalar().as_str();
+    }
 }
 
 impl PartialEq for Attributes {
@@ -844,6 +880,26 @@ mod tests {
             Some("db:5432")
         );
         assert_eq!(attrs.first_str(&["net.peer.name"]), None);
+    }
+
+    #[test]
+    fn find_strs_reads_many_keys_in_one_pass_on_both_forms() {
+        let owned = Attributes::from_vec(vec![
+            ("db.system".into(), AttributeValue::String("redis".into())),
+            ("n".into(), AttributeValue::Int(3)),
+            ("db.system".into(), AttributeValue::String("ignored".into())),
+            (
+                "peer.service".into(),
+                AttributeValue::String("cache".into()),
+            ),
+        ]);
+        let keys = ["peer.service", "missing", "db.system", "n"];
+        let pairs: Vec<_> = owned.iter().map(|(k, v)| (k.to_string(), v)).collect();
+        for attrs in [owned, encoded(&pairs)] {
+            let mut found = [Some("stale"); 4];
+            attrs.find_strs(&keys, &mut found);
+            assert_eq!(found, [Some("cache"), None, Some("redis"), None]);
+        }
     }
 
     fn pairs() -> Vec<(String, AttributeValue)> {
