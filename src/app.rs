@@ -143,13 +143,15 @@ impl App {
                 .await
         });
 
+        // Listeners are bound and served: ready before anyone reads the
+        // "listening" lines and probes.
+        readiness.set(true);
         for (component, addr) in [("otlp_grpc", addrs.grpc), ("otlp_http", addrs.http)] {
             if let Some(addr) = addr {
                 tracing::info!(component, %addr, "listening");
             }
         }
         tracing::info!(component = "api", addr = %addrs.api, "listening");
-        readiness.set(true);
         Ok(Self {
             addrs,
             graph,
