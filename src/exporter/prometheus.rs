@@ -11,7 +11,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use crate::graph::Graph;
-use crate::graph::edge::Histogram;
+use crate::graph::edge::{EdgeKey, Histogram};
 
 /// Scrape-time collector over the graph.
 #[derive(Debug)]
@@ -27,6 +27,54 @@ impl ServiceGraphCollector {
 }
 
 const FAILED: [&str; 2] = ["false", "true"];
+
+/// `client_<dimension>` / `server_<dimension>` label names, with characters
+/// Prometheus does not allow in label names replaced by `_`.
+fn dimension_labels(dimensions: &[String]) -> Vec<(String, String)> {
+    let sanitize = |key: &str| -> String {
+        key.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    dimensions
+        .iter()
+        .map(|d| {
+            (
+                format!("client_{}", sanitize(d)),
+                format!("server_{}", sanitize(d)),
+            )
+        })
+        .collect()
+}
+
+/// Labels of one edge series: client, server, connection_type, the
+/// dimensions, then `failed` when given.
+fn edge_labels<'a>(
+    key: &'a EdgeKey,
+    names: &'a [(String, String)],
+    failed: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut labels = vec![
+        ("client", &*key.client),
+        ("server", &*key.server),
+        ("connection_type", key.connection_type.as_str()),
+    ];
+    let value = |v: &'a Option<Box<str>>| v.as_deref().unwrap_or("");
+    for (i, (client_name, server_name)) in names.iter().enumerate() {
+        labels.push((client_name, key.client_dimensions.get(i).map_or("", value)));
+        labels.push((server_name, key.server_dimensions.get(i).map_or("", value)));
+    }
+    if let Some(failed) = failed {
+        labels.push(("failed", failed));
+    }
+    labels
+}
 
 fn buckets(bounds: &[f64], histogram: &Histogram) -> Vec<(f64, u64)> {
     bounds
@@ -56,6 +104,7 @@ fn encode_histogram(
 impl Collector for ServiceGraphCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let bounds = &self.graph.config().latency_histogram_buckets;
+        let names = dimension_labels(&self.graph.config().dimensions);
         let totals = self.graph.edge_totals();
 
         let mut family = encoder.encode_descriptor(
@@ -69,12 +118,7 @@ impl Collector for ServiceGraphCollector {
                 if *requests == 0 {
                     continue;
                 }
-                let labels = [
-                    ("client", &*key.client),
-                    ("server", &*key.server),
-                    ("connection_type", key.connection_type.as_str()),
-                    ("failed", failed),
-                ];
+                let labels = edge_labels(key, &names, Some(failed));
                 family
                     .encode_family(&labels)?
                     .encode_counter::<NoLabelSet, _, u64>(requests, None)?;
@@ -88,11 +132,7 @@ impl Collector for ServiceGraphCollector {
             MetricType::Counter,
         )?;
         for (key, total) in &totals {
-            let labels = [
-                ("client", &*key.client),
-                ("server", &*key.server),
-                ("connection_type", key.connection_type.as_str()),
-            ];
+            let labels = edge_labels(key, &names, None);
             family
                 .encode_family(&labels)?
                 .encode_counter::<NoLabelSet, _, u64>(&total.requests[1], None)?;
@@ -121,12 +161,7 @@ impl Collector for ServiceGraphCollector {
                     if histogram.count() == 0 {
                         continue;
                     }
-                    let labels = [
-                        ("client", &*key.client),
-                        ("server", &*key.server),
-                        ("connection_type", key.connection_type.as_str()),
-                        ("failed", failed),
-                    ];
+                    let labels = edge_labels(key, &names, Some(failed));
                     encode_histogram(&mut family, &labels, bounds, histogram)?;
                 }
             }

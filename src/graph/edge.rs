@@ -40,6 +40,23 @@ pub struct EdgeKey {
     pub server: Arc<str>,
     /// Kind of connection.
     pub connection_type: ConnectionType,
+    /// Client-side values of `graph.dimensions`.
+    pub client_dimensions: super::store::Dimensions,
+    /// Server-side values of `graph.dimensions`.
+    pub server_dimensions: super::store::Dimensions,
+}
+
+impl EdgeKey {
+    /// The key without extra dimensions, as the graph views show edges.
+    pub fn without_dimensions(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            server: self.server.clone(),
+            connection_type: self.connection_type,
+            client_dimensions: Box::default(),
+            server_dimensions: Box::default(),
+        }
+    }
 }
 
 /// One completed request on an edge.

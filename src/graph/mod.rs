@@ -69,6 +69,11 @@ pub struct GraphConfig {
     pub latency_histogram_buckets: Vec<f64>,
     /// CLIENT attributes naming an uninstrumented peer, in order of preference.
     pub peer_attributes: Vec<String>,
+    /// Extra edge dimensions: attribute keys read from each side's span (or,
+    /// failing that, its resource) and exported as `client_<key>` and
+    /// `server_<key>` Prometheus labels. Each multiplies the series; edges
+    /// stay bounded by `max_edges`.
+    pub dimensions: Vec<String>,
     /// RED metrics per service, span name, kind and status.
     pub span_metrics: SpanMetricsConfig,
 }
@@ -93,6 +98,7 @@ impl Default for GraphConfig {
             ]
             .map(String::from)
             .to_vec(),
+            dimensions: Vec::new(),
             span_metrics: SpanMetricsConfig::default(),
         }
     }
@@ -117,6 +123,12 @@ impl GraphConfig {
         }
         if self.peer_attributes.len() > MAX_PEER_ATTRIBUTES {
             bad("peer_attributes", "must list at most 16 keys");
+        }
+        if self.dimensions.len() > MAX_DIMENSIONS {
+            bad("dimensions", "must list at most 8 keys");
+        }
+        if self.dimensions.iter().any(|d| d.trim().is_empty()) {
+            bad("dimensions", "keys must not be empty");
         }
         if self.retention < Duration::from_secs(60) {
             bad("retention", "must be at least 1m");
@@ -178,11 +190,14 @@ impl GraphCounters {
 }
 
 /// An edge key borrowed from a span, so lookups of known edges do not allocate.
+/// Field order and types hash exactly as [`EdgeKey`] does.
 #[derive(Hash)]
 struct EdgeRef<'a> {
     client: &'a str,
     server: &'a str,
     connection_type: ConnectionType,
+    client_dimensions: &'a [Option<Box<str>>],
+    server_dimensions: &'a [Option<Box<str>>],
 }
 
 impl Equivalent<EdgeKey> for EdgeRef<'_> {
@@ -190,6 +205,8 @@ impl Equivalent<EdgeKey> for EdgeRef<'_> {
         self.connection_type == key.connection_type
             && self.client == &*key.client
             && self.server == &*key.server
+            && self.client_dimensions == &*key.client_dimensions
+            && self.server_dimensions == &*key.server_dimensions
     }
 }
 
@@ -198,6 +215,8 @@ impl Equivalent<EdgeKey> for EdgeRef<'_> {
 const MAX_LOOKUP_KEYS: usize = 32;
 /// Most `graph.peer_attributes`.
 const MAX_PEER_ATTRIBUTES: usize = 16;
+/// Most `graph.dimensions`.
+const MAX_DIMENSIONS: usize = 8;
 
 /// Every attribute key the graph reads from a CLIENT or PRODUCER span, read
 /// in one pass, and where each rule finds its keys in that list.
@@ -273,6 +292,8 @@ impl Shard {
         self.spans.record(span, minute);
         let served = matches!(span.kind, SpanKind::Server | SpanKind::Consumer);
         self.record_node(service, served, failed, duration, minute, retention);
+        let dimensions = self.dimensions_of(span);
+        let unknown = self.unknown_dimensions();
         match span.kind {
             SpanKind::Client | SpanKind::Producer => {
                 let messaging = span.kind == SpanKind::Producer;
@@ -293,7 +314,8 @@ impl Shard {
                 {
                     self.counters.database += 1;
                     let obs = one_sided(failed, duration);
-                    self.record_edge(service, database, ConnectionType::Database, &obs, minute);
+                    let edge = (service.as_ref(), database, ConnectionType::Database);
+                    self.record_edge(edge, &dimensions, &unknown, &obs, minute);
                     return;
                 }
                 let peer = if messaging {
@@ -308,6 +330,7 @@ impl Shard {
                     failed,
                     duration_nanos: duration,
                     peer: peer.map(Arc::from),
+                    dimensions,
                 };
                 self.offer(span, span.span_id, half, now, minute);
             }
@@ -319,13 +342,15 @@ impl Shard {
                     failed,
                     duration_nanos: duration,
                     peer: None,
+                    dimensions,
                 };
                 match span.parent_span_id {
                     Some(parent) => self.offer(span, parent, half, now, minute),
                     None if span.kind == SpanKind::Server => {
                         self.counters.user += 1;
                         let obs = one_sided(failed, duration);
-                        self.record_edge(USER_NODE, service, ConnectionType::Virtual, &obs, minute);
+                        let edge = (USER_NODE, service.as_ref(), ConnectionType::Virtual);
+                        self.record_edge(edge, &unknown, &half.dimensions, &obs, minute);
                     }
                     // A root CONSUMER has no producer to pair with or to name.
                     None => self.counters.expired_discarded += 1,
@@ -357,13 +382,13 @@ impl Shard {
                     client_nanos: pair.client.duration_nanos,
                     server_nanos: pair.server.duration_nanos,
                 };
-                self.record_edge(
-                    &pair.client.service,
-                    &pair.server.service,
+                let edge = (
+                    &*pair.client.service,
+                    &*pair.server.service,
                     connection_type,
-                    &obs,
-                    minute,
                 );
+                let (client, server) = (&pair.client.dimensions, &pair.server.dimensions);
+                self.record_edge(edge, client, server, &obs, minute);
             }
             Offer::Pending => {}
             Offer::Duplicate => self.counters.duplicates += 1,
@@ -392,11 +417,31 @@ impl Shard {
         }
     }
 
+    /// Values of the configured dimensions on `span`: its own attribute,
+    /// else its resource's.
+    fn dimensions_of(&self, span: &Span) -> store::Dimensions {
+        self.config
+            .dimensions
+            .iter()
+            .map(|key| {
+                span.attributes
+                    .get_str(key)
+                    .or_else(|| span.resource.attributes.get_str(key))
+                    .map(Box::from)
+            })
+            .collect()
+    }
+
+    /// Dimensions of a side no span was seen for.
+    fn unknown_dimensions(&self) -> store::Dimensions {
+        vec![None; self.config.dimensions.len()].into_boxed_slice()
+    }
+
     fn record_edge(
         &mut self,
-        client: &str,
-        server: &str,
-        connection_type: ConnectionType,
+        (client, server, connection_type): (&str, &str, ConnectionType),
+        client_dimensions: &[Option<Box<str>>],
+        server_dimensions: &[Option<Box<str>>],
         obs: &Observation,
         minute: Minute,
     ) {
@@ -406,6 +451,8 @@ impl Shard {
             client,
             server,
             connection_type,
+            client_dimensions,
+            server_dimensions,
         };
         if let Some(series) = self.edges.get_mut(&lookup) {
             series.record(obs, minute, retention, bounds);
@@ -419,6 +466,8 @@ impl Shard {
             client: client.into(),
             server: server.into(),
             connection_type,
+            client_dimensions: client_dimensions.into(),
+            server_dimensions: server_dimensions.into(),
         };
         self.edges
             .entry(key)
@@ -440,7 +489,9 @@ impl Shard {
                         ConnectionType::Virtual
                     };
                     let obs = one_sided(half.failed, half.duration_nanos);
-                    self.record_edge(&half.service, peer, connection_type, &obs, minute);
+                    let unknown = self.unknown_dimensions();
+                    let edge = (&*half.service, &**peer, connection_type);
+                    self.record_edge(edge, &half.dimensions, &unknown, &obs, minute);
                 }
                 _ => self.counters.expired_discarded += 1,
             }
@@ -554,7 +605,11 @@ impl Graph {
                     stats.merge(bucket);
                 }
                 if stats.requests > 0 {
-                    edges.entry(key.clone()).or_default().merge(&stats);
+                    // The graph views show one edge per pair of nodes.
+                    edges
+                        .entry(key.without_dimensions())
+                        .or_default()
+                        .merge(&stats);
                 }
             }
             for (service, series) in &shard.nodes {
@@ -1043,6 +1098,64 @@ mod tests {
         Graph::lock(&h.graph.shards[0]).tick(h.now, MINUTE + 60);
         assert_eq!(h.graph.health().2, 0);
         assert_eq!(h.counters().pruned_edges, 1);
+    }
+
+    #[test]
+    fn extra_dimensions_split_prometheus_series_but_not_the_graph() {
+        use prometheus_client::registry::Registry;
+
+        let h = Harness::with(GraphConfig {
+            dimensions: vec!["k8s.namespace.name".into(), "deployment.environment".into()],
+            ..GraphConfig::default()
+        });
+        h.send(vec![
+            spec("a", SpanKind::Client, 1, 10, None).attr("k8s.namespace.name", "shop"),
+            spec("b", SpanKind::Server, 1, 11, Some(10)).attr("k8s.namespace.name", "pay"),
+            spec("a", SpanKind::Client, 2, 10, None).attr("k8s.namespace.name", "staging"),
+            spec("b", SpanKind::Server, 2, 11, Some(10)).attr("k8s.namespace.name", "pay"),
+            spec("a", SpanKind::Client, 3, 1, None)
+                .attr("db.system", "redis")
+                .attr("k8s.namespace.name", "shop"),
+        ]);
+        // A dimension missing on the span comes from its resource.
+        let mut server = spec("b", SpanKind::Server, 4, 1, None).build();
+        server.resource = Arc::new(Resource::new(Attributes::from_vec(vec![
+            ("service.name".into(), AttributeValue::String("b".into())),
+            (
+                "deployment.environment".into(),
+                AttributeValue::String("prod".into()),
+            ),
+        ])));
+        Graph::lock(&h.graph.shards[0]).process(&server, h.now, MINUTE);
+
+        assert_eq!(
+            h.edges(),
+            vec![
+                edge("a", "b", "", 2, 0),
+                edge("a", "redis", "database", 1, 0),
+                edge("user", "b", "virtual_node", 1, 0),
+            ],
+            "the graph shows one edge per pair of nodes"
+        );
+        assert_eq!(
+            h.graph.health().2,
+            4,
+            "distinct series count against max_edges"
+        );
+
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(
+            crate::exporter::prometheus::ServiceGraphCollector::new(h.graph.clone()),
+        ));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"traces_service_graph_request_total{client="a",server="b",connection_type="",client_k8s_namespace_name="shop",server_k8s_namespace_name="pay",client_deployment_environment="",server_deployment_environment="",failed="false"} 1"#,
+            r#"traces_service_graph_request_total{client="a",server="b",connection_type="",client_k8s_namespace_name="staging",server_k8s_namespace_name="pay",client_deployment_environment="",server_deployment_environment="",failed="false"} 1"#,
+            r#"traces_service_graph_request_total{client="user",server="b",connection_type="virtual_node",client_k8s_namespace_name="",server_k8s_namespace_name="",client_deployment_environment="",server_deployment_environment="prod",failed="false"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 
     #[test]

@@ -40,7 +40,12 @@ pub struct Half {
     pub duration_nanos: u64,
     /// For client halves: the peer to draw if the server never shows up.
     pub peer: Option<Arc<str>>,
+    /// Values of `graph.dimensions` on this side (empty when none are configured).
+    pub dimensions: Dimensions,
 }
+
+/// Values of the configured extra dimensions, one per dimension, in config order.
+pub type Dimensions = Box<[Option<Box<str>>]>;
 
 /// Both halves of one call.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,6 +204,7 @@ mod tests {
             failed: false,
             duration_nanos: 10,
             peer: None,
+            dimensions: Box::default(),
         }
     }
 

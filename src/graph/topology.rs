@@ -354,6 +354,8 @@ mod tests {
             client: client.into(),
             server: server.into(),
             connection_type,
+            client_dimensions: Box::default(),
+            server_dimensions: Box::default(),
         }
     }
 
