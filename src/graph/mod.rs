@@ -293,7 +293,6 @@ impl Shard {
         let served = matches!(span.kind, SpanKind::Server | SpanKind::Consumer);
         self.record_node(service, served, failed, duration, minute, retention);
         let dimensions = self.dimensions_of(span);
-        let unknown = self.unknown_dimensions();
         match span.kind {
             SpanKind::Client | SpanKind::Producer => {
                 let messaging = span.kind == SpanKind::Producer;
@@ -315,6 +314,7 @@ impl Shard {
                     self.counters.database += 1;
                     let obs = one_sided(failed, duration);
                     let edge = (service.as_ref(), database, ConnectionType::Database);
+                    let unknown = self.unknown_dimensions();
                     self.record_edge(edge, &dimensions, &unknown, &obs, minute);
                     return;
                 }
@@ -350,6 +350,7 @@ impl Shard {
                         self.counters.user += 1;
                         let obs = one_sided(failed, duration);
                         let edge = (USER_NODE, service.as_ref(), ConnectionType::Virtual);
+                        let unknown = self.unknown_dimensions();
                         self.record_edge(edge, &unknown, &half.dimensions, &obs, minute);
                     }
                     // A root CONSUMER has no producer to pair with or to name.
@@ -420,6 +421,9 @@ impl Shard {
     /// Values of the configured dimensions on `span`: its own attribute,
     /// else its resource's.
     fn dimensions_of(&self, span: &Span) -> store::Dimensions {
+        if self.config.dimensions.is_empty() {
+            return Box::default();
+        }
         self.config
             .dimensions
             .iter()
@@ -434,6 +438,9 @@ impl Shard {
 
     /// Dimensions of a side no span was seen for.
     fn unknown_dimensions(&self) -> store::Dimensions {
+        if self.config.dimensions.is_empty() {
+            return Box::default();
+        }
         vec![None; self.config.dimensions.len()].into_boxed_slice()
     }
 
