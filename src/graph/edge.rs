@@ -123,13 +123,34 @@ impl NodeStats {
 /// Unix minute: seconds since the epoch divided by 60.
 pub type Minute = i64;
 
+/// A per-minute bucket; sealed when its minute is over.
+pub trait Bucket: Default {
+    /// Compacts storage that only a bucket still being written needs.
+    fn seal(&mut self) {}
+}
+
+impl Bucket for u64 {}
+
+impl Bucket for EdgeStats {
+    fn seal(&mut self) {
+        self.client.seal();
+        self.server.seal();
+    }
+}
+
+impl Bucket for NodeStats {
+    fn seal(&mut self) {
+        self.latency.seal();
+    }
+}
+
 /// Per-minute buckets, newest at the back, at most `retention` minutes old.
 #[derive(Debug, Clone, Default)]
 pub struct MinuteSeries<T> {
     buckets: VecDeque<(Minute, T)>,
 }
 
-impl<T: Default> MinuteSeries<T> {
+impl<T: Bucket> MinuteSeries<T> {
     /// The bucket of `minute`, created if needed; old buckets beyond
     /// `retention` minutes are dropped.
     pub fn bucket(&mut self, minute: Minute, retention: i64) -> &mut T {
@@ -142,6 +163,9 @@ impl<T: Default> MinuteSeries<T> {
         }
         // Clocks can step back; a late minute lands in the newest bucket.
         if self.buckets.back().is_none_or(|(m, _)| *m < minute) {
+            if let Some((_, last)) = self.buckets.back_mut() {
+                last.seal();
+            }
             self.buckets.push_back((minute, T::default()));
         }
         &mut self.buckets.back_mut().expect("just ensured").1

@@ -13,17 +13,72 @@ pub const RELATIVE_ACCURACY: f64 = 0.005;
 
 const GAMMA: f64 = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY);
 
-/// Sparse log-binned sketch of non-negative values (nanoseconds here).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Most bins a dense store spans before the sketch turns sparse (8 KiB).
+const MAX_DENSE_BINS: usize = 2048;
+/// Room left on each side of the first value, so early values rarely
+/// force the dense store to move.
+const DENSE_MARGIN: i32 = 32;
+
+/// Bin counts: dense (an array from `offset`) while a sketch is written,
+/// so an insert is an index; sparse once sealed or merged, so the minutes
+/// kept for window queries cost only the bins they use.
+#[derive(Debug, Clone)]
+enum Bins {
+    Dense { offset: i32, counts: Vec<u32> },
+    Sparse(Vec<(i32, u32)>),
+}
+
+impl Default for Bins {
+    fn default() -> Self {
+        Self::Dense {
+            offset: 0,
+            counts: Vec::new(),
+        }
+    }
+}
+
+impl Bins {
+    /// Non-empty bins in key order.
+    fn iter(&self) -> Box<dyn Iterator<Item = (i32, u32)> + '_> {
+        match self {
+            Self::Dense { offset, counts } => Box::new(
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0)
+                    .map(move |(i, c)| (offset + i as i32, *c)),
+            ),
+            Self::Sparse(bins) => Box::new(bins.iter().copied()),
+        }
+    }
+
+    fn to_sparse(&self) -> Vec<(i32, u32)> {
+        self.iter().collect()
+    }
+}
+
+/// Log-binned sketch of non-negative values (nanoseconds here).
+#[derive(Debug, Clone, Default)]
 pub struct Sketch {
-    /// `(bin key, count)`, sorted by key.
-    bins: Vec<(i32, u32)>,
+    bins: Bins,
     /// Values below 1 (zero-length spans), which have no log bin.
     zeros: u64,
     count: u64,
     sum: f64,
     min: f64,
     max: f64,
+}
+
+impl PartialEq for Sketch {
+    /// Equal when they hold the same values, whatever the storage.
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count
+            && self.zeros == other.zeros
+            && self.sum == other.sum
+            && self.min == other.min
+            && self.max == other.max
+            && self.bins.iter().eq(other.bins.iter())
+    }
 }
 
 fn ln_gamma() -> f64 {
@@ -38,6 +93,13 @@ fn key_of(value: f64) -> i32 {
 /// bin edges is equal, which bounds the error by the accuracy.
 fn value_of(key: i32) -> f64 {
     2.0 * GAMMA.powi(key) / (GAMMA + 1.0)
+}
+
+fn sparse_insert(bins: &mut Vec<(i32, u32)>, key: i32) {
+    match bins.binary_search_by_key(&key, |&(k, _)| k) {
+        Ok(i) => bins[i].1 = bins[i].1.saturating_add(1),
+        Err(i) => bins.insert(i, (key, 1)),
+    }
 }
 
 impl Sketch {
@@ -60,9 +122,44 @@ impl Sketch {
             return;
         }
         let key = key_of(value);
-        match self.bins.binary_search_by_key(&key, |&(k, _)| k) {
-            Ok(i) => self.bins[i].1 = self.bins[i].1.saturating_add(1),
-            Err(i) => self.bins.insert(i, (key, 1)),
+        match &mut self.bins {
+            Bins::Dense { offset, counts } => {
+                if counts.is_empty() {
+                    *offset = key - DENSE_MARGIN;
+                    counts.resize(2 * DENSE_MARGIN as usize + 1, 0);
+                }
+                let low = (*offset).min(key);
+                let high = (*offset + counts.len() as i32 - 1).max(key);
+                let span = (high - low + 1) as usize;
+                if span > MAX_DENSE_BINS {
+                    let mut sparse = self.bins.to_sparse();
+                    sparse_insert(&mut sparse, key);
+                    self.bins = Bins::Sparse(sparse);
+                    return;
+                }
+                if low < *offset {
+                    // Grow downwards with a margin, so this is rare.
+                    let grow = ((*offset - low) + DENSE_MARGIN)
+                        .min((MAX_DENSE_BINS - counts.len()) as i32);
+                    counts.splice(0..0, std::iter::repeat_n(0, grow as usize));
+                    *offset -= grow;
+                }
+                let index = (key - *offset) as usize;
+                if index >= counts.len() {
+                    let want = (index + 1 + DENSE_MARGIN as usize).min(MAX_DENSE_BINS);
+                    counts.resize(want.max(index + 1), 0);
+                }
+                counts[index] = counts[index].saturating_add(1);
+            }
+            Bins::Sparse(bins) => sparse_insert(bins, key),
+        }
+    }
+
+    /// Turns the store sparse: call when no more values are expected (a
+    /// closed minute), to keep only the bins in use.
+    pub fn seal(&mut self) {
+        if let Bins::Dense { .. } = self.bins {
+            self.bins = Bins::Sparse(self.bins.to_sparse());
         }
     }
 
@@ -73,6 +170,7 @@ impl Sketch {
         }
         if self.count == 0 {
             *self = other.clone();
+            self.seal();
             return;
         }
         self.min = self.min.min(other.min);
@@ -80,11 +178,11 @@ impl Sketch {
         self.count += other.count;
         self.sum += other.sum;
         self.zeros += other.zeros;
-        let mut merged = Vec::with_capacity(self.bins.len().max(other.bins.len()));
+        let mut merged = Vec::new();
         let (mut a, mut b) = (self.bins.iter().peekable(), other.bins.iter().peekable());
         loop {
-            match (a.peek(), b.peek()) {
-                (Some(&&(ka, ca)), Some(&&(kb, cb))) => {
+            match (a.peek().copied(), b.peek().copied()) {
+                (Some((ka, ca)), Some((kb, cb))) => {
                     if ka == kb {
                         merged.push((ka, ca.saturating_add(cb)));
                         a.next();
@@ -97,18 +195,19 @@ impl Sketch {
                         b.next();
                     }
                 }
-                (Some(&&bin), None) => {
+                (Some(bin), None) => {
                     merged.push(bin);
                     a.next();
                 }
-                (None, Some(&&bin)) => {
+                (None, Some(bin)) => {
                     merged.push(bin);
                     b.next();
                 }
                 (None, None) => break,
             }
         }
-        self.bins = merged;
+        drop((a, b));
+        self.bins = Bins::Sparse(merged);
     }
 
     /// The value at quantile `q` (0..=1), or 0 when empty.
@@ -131,7 +230,7 @@ impl Sketch {
             return self.min;
         }
         let mut seen = self.zeros;
-        for &(key, count) in &self.bins {
+        for (key, count) in self.bins.iter() {
             seen += u64::from(count);
             if seen > rank {
                 return value_of(key).clamp(self.min, self.max);
@@ -164,9 +263,9 @@ impl Sketch {
         if self.count == 0 { 0.0 } else { self.max }
     }
 
-    /// Bins in use, a measure of memory.
+    /// Bins in use.
     pub fn bin_count(&self) -> usize {
-        self.bins.len()
+        self.bins.iter().count()
     }
 }
 
@@ -266,5 +365,35 @@ mod tests {
             sketch.insert(v);
         }
         assert_eq!(sketch.bin_count(), 3);
+        let dense = sketch.clone();
+        sketch.seal();
+        assert_eq!(sketch, dense, "sealing keeps the values");
+        sketch.insert(4e6);
+        assert_eq!(sketch.bin_count(), 4, "a sealed sketch still takes values");
+    }
+
+    #[test]
+    fn wide_ranges_grow_both_ways_and_fall_back_to_sparse() {
+        let mut sketch = Sketch::default();
+        let values = [1e6, 1e3, 1e9, 5.0, 1e12, 2e6];
+        for v in values {
+            sketch.insert(v);
+        }
+        assert!(
+            matches!(sketch.bins, Bins::Sparse(_)),
+            "1e12/5 spans more than the dense limit"
+        );
+        let mut narrow = Sketch::default();
+        for v in [1e6, 5e5, 2e6, 1e5, 9e6] {
+            narrow.insert(v);
+        }
+        assert!(matches!(narrow.bins, Bins::Dense { .. }));
+        // Sorted: 1e5, 5e5, 1e6, 2e6, 9e6.
+        for (q, expected) in [(0.25, 5e5), (0.5, 1e6), (0.75, 2e6)] {
+            let got = narrow.quantile(q);
+            assert!((got - expected).abs() / expected <= 0.005, "q{q}: {got}");
+        }
+        assert_eq!(sketch.quantile(0.0), 5.0);
+        assert_eq!(sketch.quantile(1.0), 1e12);
     }
 }
