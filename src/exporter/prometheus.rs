@@ -12,6 +12,7 @@ use prometheus_client::metrics::MetricType;
 
 use crate::graph::Graph;
 use crate::graph::edge::{EdgeKey, Histogram};
+use crate::spanmetrics::SeriesKey;
 
 /// Scrape-time collector over the graph.
 #[derive(Debug)]
@@ -51,6 +52,16 @@ fn dimension_labels(dimensions: &[String]) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Labels of one span-metrics series.
+fn span_labels(key: &SeriesKey) -> [(&'static str, &str); 4] {
+    [
+        ("service", &*key.service),
+        ("span_name", &*key.span_name),
+        ("span_kind", key.kind.as_str()),
+        ("status_code", key.status.as_str()),
+    ]
 }
 
 /// Labels of one edge series: client, server, connection_type, the
@@ -175,12 +186,7 @@ impl Collector for ServiceGraphCollector {
             MetricType::Counter,
         )?;
         for (key, stats) in &spans.series {
-            let labels = [
-                ("service", &*key.service),
-                ("span_name", &*key.span_name),
-                ("span_kind", key.kind.as_str()),
-                ("status_code", key.status.as_str()),
-            ];
+            let labels = span_labels(key);
             family
                 .encode_family(&labels)?
                 .encode_counter::<NoLabelSet, _, u64>(&stats.calls, None)?;
@@ -192,12 +198,7 @@ impl Collector for ServiceGraphCollector {
             MetricType::Histogram,
         )?;
         for (key, stats) in &spans.series {
-            let labels = [
-                ("service", &*key.service),
-                ("span_name", &*key.span_name),
-                ("span_kind", key.kind.as_str()),
-                ("status_code", key.status.as_str()),
-            ];
+            let labels = span_labels(key);
             encode_histogram(&mut family, &labels, bounds, &stats.latency)?;
         }
 

@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::graph::topology::Topology;
 use crate::graph::{Graph, TimeWindow};
 
 /// Window when the query names none.
@@ -102,20 +103,24 @@ impl GraphQuery {
     }
 }
 
+/// The graph over the query's window, as every `/api/v1/graph*` view needs it.
+fn snapshot(graph: &Graph, query: &GraphQuery) -> Result<Topology, ApiError> {
+    let window = query.resolve(SystemTime::now(), graph.config().retention)?;
+    Ok(graph.snapshot(window))
+}
+
 pub(super) async fn graph_json(
     State(graph): State<Graph>,
     Query(query): Query<GraphQuery>,
 ) -> Result<Response, ApiError> {
-    let window = query.resolve(SystemTime::now(), graph.config().retention)?;
-    Ok(Json(graph.snapshot(window).to_json()).into_response())
+    Ok(Json(snapshot(&graph, &query)?.to_json()).into_response())
 }
 
 pub(super) async fn graph_dot(
     State(graph): State<Graph>,
     Query(query): Query<GraphQuery>,
 ) -> Result<Response, ApiError> {
-    let window = query.resolve(SystemTime::now(), graph.config().retention)?;
-    let body = graph.snapshot(window).to_dot();
+    let body = snapshot(&graph, &query)?.to_dot();
     Ok((
         [(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")],
         body,
@@ -127,8 +132,7 @@ pub(super) async fn graph_mermaid(
     State(graph): State<Graph>,
     Query(query): Query<GraphQuery>,
 ) -> Result<Response, ApiError> {
-    let window = query.resolve(SystemTime::now(), graph.config().retention)?;
-    let body = graph.snapshot(window).to_mermaid();
+    let body = snapshot(&graph, &query)?.to_mermaid();
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
