@@ -183,7 +183,7 @@ fn prost_then_convert(bytes: &[u8]) -> Decoded {
                     trace_id,
                     span_id,
                     parent_span_id: SpanId::try_from(&span.parent_span_id[..]).ok(),
-                    name: span.name,
+                    name: span.name.into(),
                     kind: SpanKind::from_otlp(span.kind),
                     status_code: StatusCode::from_otlp(status.code),
                     status_message: status.message,

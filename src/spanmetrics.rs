@@ -167,7 +167,7 @@ impl SpanMetrics {
             self.overflow_spans += 1;
             OVERFLOW_SPAN_NAME.into()
         } else {
-            span.name.as_str().into()
+            (*span.name).into()
         };
         let key = SeriesKey {
             service: span.resource.service_name.clone(),

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use hashbrown::{Equivalent, HashMap};
 use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
 use tokio::time::Instant;
 
 use self::edge::{
@@ -26,7 +27,7 @@ use self::edge::{
 use self::store::{Half, Offer, PairingStore, Side};
 use self::topology::Topology;
 use crate::config::Invalid;
-use crate::model::{Span, SpanKind, StatusCode};
+use crate::model::{KeySet, Span, SpanKind, StatusCode};
 use crate::pipeline::SpanConsumer;
 use crate::spanmetrics::{SpanMetrics, SpanMetricsConfig};
 
@@ -221,7 +222,7 @@ const MAX_DIMENSIONS: usize = 8;
 /// Every attribute key the graph reads from a CLIENT or PRODUCER span, read
 /// in one pass, and where each rule finds its keys in that list.
 struct Lookup {
-    keys: Vec<Box<str>>,
+    keys: KeySet,
     database: Vec<usize>,
     database_name: Vec<usize>,
     messaging_peer: Vec<usize>,
@@ -230,14 +231,10 @@ struct Lookup {
 
 impl Lookup {
     fn new(config: &GraphConfig) -> Self {
-        let mut keys: Vec<Box<str>> = Vec::new();
-        let mut index_of = |key: &str| match keys.iter().position(|k| &**k == key) {
-            Some(i) => i,
-            None => {
-                keys.push(key.into());
-                keys.len() - 1
-            }
-        };
+        let mut keys = KeySet::new::<&str>([]).expect("an empty set");
+        // At most 4 + 5 + 3 fixed keys plus MAX_PEER_ATTRIBUTES, well under
+        // the set's capacity.
+        let mut index_of = |key: &str| keys.insert(key).expect("lookup keys fit a KeySet");
         let database = DATABASE_ATTRIBUTES.iter().map(|k| index_of(k)).collect();
         let database_name = DATABASE_NAME_ATTRIBUTES
             .iter()
@@ -329,7 +326,7 @@ impl Shard {
                     messaging,
                     failed,
                     duration_nanos: duration,
-                    peer: peer.map(Arc::from),
+                    peer: peer.map(SmolStr::new),
                     dimensions,
                 };
                 self.offer(span, span.span_id, half, now, minute);

@@ -9,6 +9,6 @@ mod span;
 
 pub use ids::{IdError, SpanId, TraceId};
 pub use span::{
-    AttributeValue, Attributes, AttributesIter, Event, Resource, Span, SpanKind, StatusCode,
-    UNKNOWN_SERVICE,
+    AttributeValue, Attributes, AttributesIter, ByteString, Event, KeySet, Resource, Span,
+    SpanKind, StatusCode, UNKNOWN_SERVICE,
 };

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+pub use bytestring::ByteString;
 
 use super::{SpanId, TraceId};
 
@@ -239,10 +240,10 @@ impl Attributes {
         }
     }
 
-    /// Fills `found[i]` with the string value of `keys[i]` (the first pair
-    /// of that key; `None` when absent or not a string), in one pass: the
-    /// service graph asks a dozen keys of every client span.
-    pub fn find_strs<'a, K: AsRef<str>>(&'a self, keys: &[K], found: &mut [Option<&'a str>]) {
+    /// Fills `found[i]` with the string value of the `i`-th key of `keys`
+    /// (the first pair of that key; `None` when absent or not a string), in
+    /// one pass: the service graph asks a dozen keys of every client span.
+    pub fn find_strs<'a>(&'a self, keys: &KeySet, found: &mut [Option<&'a str>]) {
         debug_assert_eq!(keys.len(), found.len());
         match &self.0 {
             Repr::Owned(pairs) => find_strs(pairs.iter(), keys, found),
@@ -388,28 +389,99 @@ fn first_str<'a, P: Pair<'a>>(pairs: impl Iterator<Item = P>, keys: &[&str]) -> 
     best.map(|(_, value)| value)
 }
 
+/// Distinct attribute keys read together by [`Attributes::find_strs`],
+/// bucketed by length: each attribute of a span is compared only with the
+/// keys of its own length, usually none, instead of with every key.
+#[derive(Debug, Clone)]
+pub struct KeySet {
+    keys: Vec<Box<str>>,
+    /// Bit `i` of `by_len[n]` is set when `keys[i]` is `n` bytes long
+    /// (the last bucket holds every longer key too).
+    by_len: [u64; KeySet::LENGTH_BUCKETS],
+}
+
+impl KeySet {
+    /// Most keys in one set: one bit each in a `u64`.
+    pub const MAX_KEYS: usize = u64::BITS as usize;
+    const LENGTH_BUCKETS: usize = 64;
+
+    /// The set of `keys` in order, repeats dropped. `None` when more than
+    /// [`KeySet::MAX_KEYS`] distinct keys are given.
+    pub fn new<K: AsRef<str>>(keys: impl IntoIterator<Item = K>) -> Option<Self> {
+        let mut set = Self {
+            keys: Vec::new(),
+            by_len: [0; Self::LENGTH_BUCKETS],
+        };
+        for key in keys {
+            set.insert(key.as_ref())?;
+        }
+        Some(set)
+    }
+
+    /// Index of `key`, added at the end if new; `None` when the set is full.
+    pub fn insert(&mut self, key: &str) -> Option<usize> {
+        if let Some(index) = self.index_of(key.as_bytes()) {
+            return Some(index);
+        }
+        if self.keys.len() == Self::MAX_KEYS {
+            return None;
+        }
+        self.by_len[Self::bucket(key.len())] |= 1 << self.keys.len();
+        self.keys.push(key.into());
+        Some(self.keys.len() - 1)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    #[inline(always)]
+    fn bucket(len: usize) -> usize {
+        len.min(Self::LENGTH_BUCKETS - 1)
+    }
+
+    #[inline(always)]
+    fn index_of(&self, key: &[u8]) -> Option<usize> {
+        self.index_among(key, u64::MAX)
+    }
+
+    /// Index of `key` among the keys whose bit is set in `allowed`.
+    #[inline(always)]
+    fn index_among(&self, key: &[u8], allowed: u64) -> Option<usize> {
+        let mut candidates = self.by_len[Self::bucket(key.len())] & allowed;
+        while candidates != 0 {
+            let index = candidates.trailing_zeros() as usize;
+            if self.keys[index].as_bytes() == key {
+                return Some(index);
+            }
+            candidates &= candidates - 1;
+        }
+        None
+    }
+}
+
 /// See [`Attributes::find_strs`].
 #[inline]
-fn find_strs<'a, P: Pair<'a>, K: AsRef<str>>(
+fn find_strs<'a, P: Pair<'a>>(
     pairs: impl Iterator<Item = P>,
-    keys: &[K],
+    keys: &KeySet,
     found: &mut [Option<&'a str>],
 ) {
     found.fill(None);
-    // One bit per key: only the first pair of a duplicated key counts, as in
-    // `get_str`. Keys past the 64th take the first pair that is a string.
+    // One bit per key met: only the first pair of a duplicated key counts,
+    // as in `get_str`.
     let mut seen = 0u64;
     for pair in pairs {
-        let key = pair.key();
-        let Some(index) = keys.iter().position(|k| k.as_ref().as_bytes() == key) else {
-            continue;
-        };
-        let bit = 1u64.checked_shl(index as u32).unwrap_or(0);
-        if seen & bit != 0 || (bit == 0 && found[index].is_some()) {
-            continue;
+        if let Some(index) = keys.index_among(pair.key(), !seen) {
+            seen |= 1 << index;
+            found[index] = pair.scalar().as_str();
         }
-        seen |= bit;
-        found[index] = pair.scalar().as_str();
     }
 }
 
@@ -803,8 +875,9 @@ pub struct Span {
     pub span_id: SpanId,
     /// Parent span id; `None` for a root span.
     pub parent_span_id: Option<SpanId>,
-    /// Operation name.
-    pub name: String,
+    /// Operation name; shares the request buffer when decoded from
+    /// protobuf, so it costs no allocation per span.
+    pub name: ByteString,
     /// Span kind.
     pub kind: SpanKind,
     /// Status code.
@@ -893,13 +966,35 @@ mod tests {
                 AttributeValue::String("cache".into()),
             ),
         ]);
-        let keys = ["peer.service", "missing", "db.system", "n"];
+        let keys = KeySet::new(["peer.service", "missing", "db.system", "n"]).unwrap();
         let pairs: Vec<_> = owned.iter().map(|(k, v)| (k.to_string(), v)).collect();
         for attrs in [owned, encoded(&pairs)] {
             let mut found = [Some("stale"); 4];
             attrs.find_strs(&keys, &mut found);
             assert_eq!(found, [Some("cache"), None, Some("redis"), None]);
         }
+    }
+
+    #[test]
+    fn key_set_tells_same_length_and_long_keys_apart() {
+        let long_a = "a".repeat(70);
+        let long_b = "b".repeat(70);
+        let mut keys = KeySet::new(["db.name", "db.user", &long_a]).unwrap();
+        assert_eq!(keys.insert("db.name"), Some(0), "repeats keep their index");
+        assert_eq!(keys.insert(&long_b), Some(3));
+        assert_eq!(keys.len(), 4);
+        let attrs = Attributes::from_vec(vec![
+            (long_b.clone(), AttributeValue::String("b".into())),
+            ("db.user".into(), AttributeValue::String("u".into())),
+            ("db.nam".into(), AttributeValue::String("short".into())),
+        ]);
+        let mut found = [None; 4];
+        attrs.find_strs(&keys, &mut found);
+        assert_eq!(found, [None, Some("u"), None, Some("b")]);
+
+        let many: Vec<String> = (0..=KeySet::MAX_KEYS).map(|i| format!("k{i}")).collect();
+        assert!(KeySet::new(&many[..KeySet::MAX_KEYS]).is_some());
+        assert!(KeySet::new(&many).is_none(), "one key too many");
     }
 
     fn pairs() -> Vec<(String, AttributeValue)> {

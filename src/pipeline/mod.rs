@@ -198,9 +198,17 @@ impl PipelineHandle {
         if shard_count == 1 {
             return vec![spans];
         }
-        let mut parts: Vec<Vec<Span>> = (0..shard_count).map(|_| Vec::new()).collect();
-        for span in spans {
-            let shard = (span.trace_id.shard_hash() % shard_count as u64) as usize;
+        // Sized exactly first: growing a part moves every span already in it.
+        let shard_of: Vec<usize> = spans
+            .iter()
+            .map(|span| (span.trace_id.shard_hash() % shard_count as u64) as usize)
+            .collect();
+        let mut sizes = vec![0; shard_count];
+        for &shard in &shard_of {
+            sizes[shard] += 1;
+        }
+        let mut parts: Vec<Vec<Span>> = sizes.into_iter().map(Vec::with_capacity).collect();
+        for (span, shard) in spans.into_iter().zip(shard_of) {
             parts[shard].push(span);
         }
         parts

@@ -179,7 +179,7 @@ fn convert_span(
         trace_id,
         span_id,
         parent_span_id,
-        name: span.name,
+        name: span.name.into(),
         kind: span.kind,
         status_code: status.code,
         status_message: status.message,

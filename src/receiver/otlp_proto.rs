@@ -19,6 +19,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use prost::encoding::{WireType, decode_key, decode_varint};
 
 use super::{Decoded, InvalidId};
@@ -101,7 +102,10 @@ type Result<T, E = OtlpProtoError> = std::result::Result<T, E>;
 /// The spans' attributes are slices of `bytes`, so the request buffer lives
 /// as long as any of its spans does.
 pub fn decode(bytes: Bytes) -> Result<Decoded> {
-    let mut decoded = Decoded::default();
+    let mut decoded = Decoded {
+        spans: Vec::with_capacity(span_capacity(&bytes)),
+        ..Decoded::default()
+    };
     let mut request = Cursor::new(&bytes);
     // Fields of the top-level message are read with prost's full budget;
     // each nested message takes one level from it.
@@ -117,6 +121,51 @@ pub fn decode(bytes: Bytes) -> Result<Decoded> {
         }
     }
     Ok(decoded)
+}
+
+/// `text`, which lies in `bytes`, as a string sharing that buffer.
+fn shared_text(bytes: &Bytes, text: &str) -> ByteString {
+    // Cannot fail: the bytes are those of a `&str`.
+    ByteString::try_from(bytes.slice_ref(text.as_bytes())).unwrap_or_default()
+}
+
+/// Fewest bytes a span that survives decoding takes on the wire: its field
+/// header plus a trace id (2 + 16) and a span id (2 + 8).
+const MIN_VALID_SPAN_BYTES: usize = 30;
+
+/// Room for the request's spans, counted from field headers alone (a
+/// skim, every field skipped in O(1)), so the span vector is allocated
+/// once: grown scope by scope it copied every span decoded so far, a tenth
+/// of the decode time for multi-service batches. Bounded by what valid
+/// spans could fill; malformed input is left for the real pass to report.
+fn span_capacity(bytes: &[u8]) -> usize {
+    fn count(bytes: &[u8]) -> Result<usize> {
+        let ctx = RECURSION_LIMIT;
+        let mut spans = 0;
+        let mut request = Cursor::new(bytes);
+        while let Some((_, tag, wire_type)) = request.next_key()? {
+            if tag != tag::REQUEST_RESOURCE_SPANS {
+                request.skip(tag, wire_type, ctx)?;
+                continue;
+            }
+            let mut resource_spans = request.nested("", wire_type)?;
+            while let Some((_, tag, wire_type)) = resource_spans.next_key()? {
+                if tag != tag::RESOURCE_SPANS_SCOPE_SPANS {
+                    resource_spans.skip(tag, wire_type, ctx)?;
+                    continue;
+                }
+                let mut scope_spans = resource_spans.nested("", wire_type)?;
+                while let Some((_, tag, wire_type)) = scope_spans.next_key()? {
+                    spans += usize::from(tag == tag::SCOPE_SPANS_SPANS);
+                    scope_spans.skip(tag, wire_type, ctx)?;
+                }
+            }
+        }
+        Ok(spans)
+    }
+    count(bytes)
+        .unwrap_or(0)
+        .min(bytes.len() / MIN_VALID_SPAN_BYTES)
 }
 
 fn decode_resource_spans(
@@ -196,10 +245,8 @@ fn decode_scope_spans(
     resource: &Arc<Resource>,
     decoded: &mut Decoded,
 ) -> Result<()> {
-    // The scope may follow its spans on the wire: find it first, and count
-    // the spans on the way.
+    // The scope may follow its spans on the wire: find it first.
     let mut scope_name = "";
-    let mut span_count = 0;
     let mut first = message;
     while let Some((_, tag, wire_type)) = first.next_key()? {
         match tag {
@@ -207,15 +254,10 @@ fn decode_scope_spans(
                 let scope = first.message("ScopeSpans.scope", wire_type, ctx)?;
                 decode_scope_name(scope, ctx - 1, &mut scope_name)?;
             }
-            tag::SCOPE_SPANS_SPANS => {
-                first.len_delimited("ScopeSpans.spans", wire_type)?;
-                span_count += 1;
-            }
             _ => first.skip(tag, wire_type, ctx)?,
         }
     }
     let scope_name: Arc<str> = scope_name.into();
-    decoded.spans.reserve(span_count);
     let mut second = message;
     while let Some((_, tag, wire_type)) = second.next_key()? {
         match tag {
@@ -301,7 +343,7 @@ fn decode_span(
         trace_id,
         span_id,
         parent_span_id,
-        name: name.to_owned(),
+        name: shared_text(bytes, name),
         // Enums are int32 on the wire; truncating is what prost does.
         kind: SpanKind::from_otlp(kind as i32),
         status_code: StatusCode::from_otlp(status_code as i32),
@@ -390,19 +432,39 @@ fn is_plain_key_value(kv: &[u8]) -> bool {
     let [VALUE, value_len @ 0..0x80, value @ ..] = rest else {
         return false;
     };
-    if value.len() != usize::from(*value_len) || !key.is_ascii() {
+    if value.len() != usize::from(*value_len) {
         return false;
     }
     match value {
-        [STRING, len @ 0..0x80, text @ ..] => text.len() == usize::from(*len) && text.is_ascii(),
+        // Every tag and length byte of this layout is below 0x80 too, so
+        // one pass over the whole entry checks key and text together.
+        [STRING, len @ 0..0x80, text @ ..] => text.len() == usize::from(*len) && is_ascii(kv),
         // A varint of at most nine bytes cannot overflow.
         [BOOL | INT, varint @ ..] => match varint.split_last() {
-            Some((0..0x80, init)) => init.len() < 9 && init.iter().all(|b| b & 0x80 != 0),
+            Some((0..0x80, init)) => {
+                init.len() < 9 && init.iter().all(|b| b & 0x80 != 0) && is_ascii(key)
+            }
             _ => false,
         },
-        [DOUBLE, bits @ ..] => bits.len() == 8,
+        [DOUBLE, bits @ ..] => bits.len() == 8 && is_ascii(key),
         _ => false,
     }
+}
+
+/// Whether every byte is ASCII, eight at a time. Keys and values are
+/// mostly 5–60 bytes, where the standard library's check spends more on
+/// aligning than on testing (7 % of decode time in a profile).
+#[inline(always)]
+fn is_ascii(bytes: &[u8]) -> bool {
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let word = |chunk: &[u8]| u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
+    if bytes.len() < 8 {
+        return bytes.iter().fold(0, |acc, &b| acc | b) < 0x80;
+    }
+    let chunks = bytes.chunks_exact(8);
+    // The last eight bytes, overlapping the chunks, cover the remainder.
+    let last = word(&bytes[bytes.len() - 8..]);
+    chunks.fold(last, |acc, chunk| acc | word(chunk)) & HIGH_BITS == 0
 }
 
 /// Inlined into its callers: most values are one scalar field.
@@ -559,7 +621,7 @@ impl<'a> Cursor<'a> {
     #[inline(always)]
     fn check_string(&mut self, field: &'static str, wire_type: WireType) -> Result<()> {
         let bytes = self.len_delimited(field, wire_type)?;
-        if bytes.is_ascii() || std::str::from_utf8(bytes).is_ok() {
+        if is_ascii(bytes) || std::str::from_utf8(bytes).is_ok() {
             Ok(())
         } else {
             Err(OtlpProtoError::Utf8(field))
@@ -754,7 +816,7 @@ pub(crate) mod tests {
             trace_id,
             span_id,
             parent_span_id,
-            name: span.name,
+            name: span.name.into(),
             kind: SpanKind::from_otlp(span.kind),
             status_code: StatusCode::from_otlp(status.code),
             status_message: status.message,
@@ -888,6 +950,19 @@ pub(crate) mod tests {
 
     fn encode(request: &ExportTraceServiceRequest) -> Bytes {
         request.encode_to_vec().into()
+    }
+
+    #[test]
+    fn ascii_check_sees_a_high_byte_anywhere() {
+        for len in 0..40 {
+            let clean = vec![b'a'; len];
+            assert!(is_ascii(&clean), "len {len}");
+            for at in 0..len {
+                let mut dirty = clean.clone();
+                dirty[at] = 0xc3;
+                assert!(!is_ascii(&dirty), "len {len}, high byte at {at}");
+            }
+        }
     }
 
     #[test]
