@@ -5,12 +5,20 @@
 # flight, as fast as possible. Reports spans per CPU-second of the collector
 # and its peak RSS, then one tracemap run at a fixed rate for its memory.
 #
-# Knobs (environment): BENCH_DURATION seconds a run (20), BENCH_REPS runs of
-# each collector, alternating (3), BENCH_RATE spans/s of the fixed-rate run
-# (100000), ROTEL_VERSION (0.0.1a15). Needs cargo, python3 and 2 CPUs.
+# BENCH_SCENARIO=forward measures agent mode instead: a tracemap agent
+# (`mode: agent`, forwarding every span to one gateway) on core 0, the
+# gateway and loadgen on core 1, alternating with a standalone tracemap on
+# core 0; spans per CPU-second of the agent (spans it forwarded, acknowledged
+# by the gateway) against the standalone's (spans it accepted).
+#
+# Knobs (environment): BENCH_SCENARIO rotel or forward (rotel),
+# BENCH_DURATION seconds a run (20), BENCH_REPS runs of each collector,
+# alternating (3), BENCH_RATE spans/s of the fixed-rate run (100000),
+# ROTEL_VERSION (0.0.1a15). Needs cargo, python3 and 2 CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SCENARIO=${BENCH_SCENARIO:-rotel}
 DURATION=${BENCH_DURATION:-20}
 REPS=${BENCH_REPS:-3}
 RATE=${BENCH_RATE:-100000}
@@ -20,6 +28,8 @@ SEED=7 # the same pool of requests for every run
 VENV=target/bench-venv
 TRACEMAP=target/release/tracemap
 ACCEPTED='tracemap_receiver_accepted_spans_total{protocol="grpc"}'
+FORWARDED='tracemap_exporter_sent_total{exporter="forward"}'
+case "$SCENARIO" in rotel | forward) ;; *) echo "bench: BENCH_SCENARIO is rotel or forward" >&2; exit 2 ;; esac
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
@@ -42,18 +52,21 @@ taskset -c 0,1 true 2>/dev/null || die "needs CPUs 0 and 1 for taskset"
 command -v python3 >/dev/null || die "needs python3"
 CLK_TCK=$(getconf CLK_TCK)
 
-step "python venv with rotel $ROTEL_VERSION ($VENV)"
-if [ ! -x "$VENV/bin/python" ]; then
-  if ! python3 -m venv "$VENV" 2>/dev/null; then
-    apt-get install -y python3-venv >/dev/null
-    python3 -m venv "$VENV"
+PY=python3
+if [ "$SCENARIO" = rotel ]; then
+  step "python venv with rotel $ROTEL_VERSION ($VENV)"
+  if [ ! -x "$VENV/bin/python" ]; then
+    if ! python3 -m venv "$VENV" 2>/dev/null; then
+      apt-get install -y python3-venv >/dev/null
+      python3 -m venv "$VENV"
+    fi
   fi
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "rotel==$ROTEL_VERSION"
+  PY="$VENV/bin/python"
+  ROTEL=$("$PY" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')
+  [ -x "$ROTEL" ] || die "rotel-agent not found at $ROTEL"
+  "$ROTEL" --version >&2
 fi
-"$VENV/bin/pip" install --quiet --disable-pip-version-check "rotel==$ROTEL_VERSION"
-PY="$VENV/bin/python"
-ROTEL=$("$PY" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')
-[ -x "$ROTEL" ] || die "rotel-agent not found at $ROTEL"
-"$ROTEL" --version >&2
 
 step "cargo build --release --bin tracemap"
 cargo build --release --locked --bin tracemap
@@ -105,28 +118,47 @@ stop_pid() { # PID: SIGTERM, bounded wait, then SIGKILL
   PIDS=(${kept[@]+"${kept[@]}"})
 }
 
-# Each start_* sets CPID, ENDPOINT and (tracemap only) API.
-start_tracemap() {
-  local log="$TMP/tracemap.log" grpc=""
-  : >"$TMP/empty.yaml"
-  taskset -c 0 "$TRACEMAP" run --config "$TMP/empty.yaml" \
+# launch CORE NAME YAML: tracemap run pinned to CORE with YAML as its
+# config; sets LPID, LGRPC and LAPI.
+launch() {
+  local log="$TMP/$2.log"
+  printf '%s' "$3" >"$TMP/$2.yaml"
+  taskset -c "$1" "$TRACEMAP" run --config "$TMP/$2.yaml" \
     --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --api-listen 127.0.0.1:0 \
-    --data-dir "$TMP/data" --log-format json 2>"$log" &
-  CPID=$!
-  PIDS+=("$CPID")
-  API=""
+    --data-dir "$TMP/data-$2" --log-format json 2>"$log" &
+  LPID=$!
+  PIDS+=("$LPID")
+  LGRPC=""
+  LAPI=""
   # Port 0 everywhere: read the bound addresses from the "listening" logs.
   for _ in $(seq 1 100); do
-    kill -0 "$CPID" 2>/dev/null || { cat "$log" >&2; die "tracemap exited during startup"; }
-    grpc=$(grep '"message":"listening"' "$log" | grep '"component":"otlp_grpc"' |
+    kill -0 "$LPID" 2>/dev/null || { cat "$log" >&2; die "tracemap ($2) exited during startup"; }
+    LGRPC=$(grep '"message":"listening"' "$log" | grep '"component":"otlp_grpc"' |
       sed -E 's/.*"addr":"([^"]+)".*/\1/' | head -n 1 || true)
-    API=$(grep '"message":"listening"' "$log" | grep '"component":"api"' |
+    LAPI=$(grep '"message":"listening"' "$log" | grep '"component":"api"' |
       sed -E 's/.*"addr":"([^"]+)".*/\1/' | head -n 1 || true)
-    [ -n "$grpc" ] && [ -n "$API" ] && break
+    [ -n "$LGRPC" ] && [ -n "$LAPI" ] && break
     sleep 0.1
   done
-  [ -n "$grpc" ] && [ -n "$API" ] || die "tracemap did not report its listeners"
-  ENDPOINT="http://$grpc"
+  [ -n "$LGRPC" ] && [ -n "$LAPI" ] || die "tracemap ($2) did not report its listeners"
+}
+
+# Each start_* sets CPID, ENDPOINT, and COUNTED with API: the series that
+# counts the collector's spans, empty to trust loadgen's count.
+start_tracemap() {
+  launch 0 tracemap ""
+  CPID=$LPID API=$LAPI ENDPOINT="http://$LGRPC" COUNTED=$ACCEPTED
+}
+
+# The agent on core 0, forwarding to a gateway on core 1 (beside loadgen).
+start_agent() {
+  launch 1 gateway "mode: gateway"
+  GPID=$LPID
+  launch 0 agent "mode: agent
+exporters:
+  forward:
+    endpoints: [\"$LGRPC\"]"
+  CPID=$LPID API=$LAPI ENDPOINT="http://$LGRPC" COUNTED=$FORWARDED
 }
 
 start_rotel() {
@@ -140,6 +172,7 @@ start_rotel() {
   PIDS+=("$CPID")
   wait_listening "$CPID" 127.0.0.1 "$grpc_port"
   ENDPOINT="http://127.0.0.1:$grpc_port"
+  API="" COUNTED=""
 }
 
 RESULTS="$TMP/results.tsv"
@@ -153,7 +186,7 @@ measure() {
   sleep 1 # let startup work settle before the CPU baseline
   cpu0=$(cpu_ticks "$CPID")
   wait0=$(runq_wait_ns "$CPID")
-  [ "$name" = tracemap ] && acc0=$(metric "$API" "$ACCEPTED")
+  [ -n "$COUNTED" ] && acc0=$(metric "$API" "$COUNTED")
   local TIMEFORMAT='%U %S'
   if ! { time taskset -c 1 "$TRACEMAP" loadgen --endpoint "$ENDPOINT" \
     --batch-size 512 --concurrency 16 --duration "${DURATION}s" --seed "$SEED" \
@@ -166,17 +199,18 @@ measure() {
   cpu1=$(cpu_ticks "$CPID")
   wait1=$(runq_wait_ns "$CPID")
   rss=$(peak_rss_kib "$CPID")
-  [ "$name" = tracemap ] && acc1=$(metric "$API" "$ACCEPTED")
+  [ -n "$COUNTED" ] && acc1=$(metric "$API" "$COUNTED")
   stop_pid "$CPID"
   lg=$(cat "$TMP/loadgen.json")
   "$PY" - "$name" "$label" "$cpu0" "$cpu1" "$CLK_TCK" "$acc0" "$acc1" "$rss" "$wait0" "$wait1" \
-    "$(cat "$TMP/loadgen.time")" "$lg" >>"$RESULTS" <<'EOF'
+    "$(cat "$TMP/loadgen.time")" "$lg" "$COUNTED" >>"$RESULTS" <<'EOF'
 import json, sys
-name, label, cpu0, cpu1, tck, acc0, acc1, rss, wait0, wait1, lg_time, lg = sys.argv[1:]
+name, label, cpu0, cpu1, tck, acc0, acc1, rss, wait0, wait1, lg_time, lg, counted = sys.argv[1:]
 lg = json.loads(lg)
 cpu = (int(cpu1) - int(cpu0)) / int(tck)
-# tracemap counts what it accepted itself; for rotel, trust loadgen's OK count.
-spans = float(acc1) - float(acc0) if name == "tracemap" else lg["spans_sent"]
+# tracemap counts its own spans (accepted, or forwarded by an agent); for
+# rotel, trust loadgen's OK count.
+spans = float(acc1) - float(acc0) if counted else lg["spans_sent"]
 lg_cpu = sum(float(x) for x in lg_time.split())
 errors = ",".join(f"{k}={v}" for k, v in lg["errors"].items()) or "-"
 print("\t".join(str(x) for x in [
@@ -190,14 +224,28 @@ for rep in $(seq 1 "$REPS"); do
   step "run $rep/$REPS: tracemap, max rate, ${DURATION}s"
   start_tracemap
   measure tracemap "max#$rep"
-  step "run $rep/$REPS: rotel, max rate, ${DURATION}s"
-  start_rotel
-  measure rotel "max#$rep"
+  if [ "$SCENARIO" = rotel ]; then
+    step "run $rep/$REPS: rotel, max rate, ${DURATION}s"
+    start_rotel
+    measure rotel "max#$rep"
+  else
+    step "run $rep/$REPS: agent forwarding to a gateway, max rate, ${DURATION}s"
+    start_agent
+    measure agent "max#$rep"
+    stop_pid "$GPID"
+  fi
 done
 
-step "tracemap at a fixed $RATE spans/s, ${DURATION}s"
-start_tracemap
-measure tracemap "rate$RATE" --rate "$RATE"
+if [ "$SCENARIO" = rotel ]; then
+  step "tracemap at a fixed $RATE spans/s, ${DURATION}s"
+  start_tracemap
+  measure tracemap "rate$RATE" --rate "$RATE"
+else
+  step "agent at a fixed $RATE spans/s, ${DURATION}s"
+  start_agent
+  measure agent "rate$RATE" --rate "$RATE"
+  stop_pid "$GPID"
+fi
 
 step "results (collector on core 0, loadgen on core 1; load: $(cut -d' ' -f1-3 /proc/loadavg))"
 "$PY" - "$RESULTS" "$RSS_TARGET_MIB" <<'EOF'
@@ -231,6 +279,11 @@ if "tracemap" in per and "rotel" in per:
     ratio = statistics.median(e for e, _, _ in per["tracemap"]) / statistics.median(
         e for e, _, _ in per["rotel"])
     print(f"    ratio: tracemap/rotel spans per cpu-second = {ratio:.2f}")
+if "tracemap" in per and "agent" in per:
+    agent = statistics.median(e for e, _, _ in per["agent"])
+    standalone = statistics.median(e for e, _, _ in per["tracemap"])
+    print(f"    forwarding: the agent spends {1e9 / agent:,.0f} ns of CPU a span "
+          f"({agent:,.0f} spans/cpu-s), the standalone collector {1e9 / standalone:,.0f} ns")
 fixed = [r for r in table if r[1].startswith("rate")]
 for r in fixed:
     verdict = "within" if float(r[8]) <= target else "OVER"

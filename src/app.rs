@@ -1,6 +1,7 @@
 //! Builds receivers, pipeline and API from a valid config, and owns the
 //! staged shutdown: readiness off → receivers stop and finish in-flight
-//! requests → queues drain and consumers flush → API server stops.
+//! requests → queues drain and consumers flush → (agent) gateway queues
+//! flush → API server stops.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,7 +13,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ValidConfig;
+use crate::config::{Mode, ValidConfig};
+use crate::exporter::forward::{ForwardError, Forwarder};
 use crate::exporter::prometheus::ServiceGraphCollector;
 use crate::graph::Graph;
 use crate::pipeline::{ConsumerFactory, DrainReport, Pipeline, PipelineError, SpanConsumer};
@@ -45,6 +47,9 @@ pub enum AppError {
     /// Draining did not finish in time.
     #[error(transparent)]
     Drain(#[from] PipelineError),
+    /// Agent forwarding could not start.
+    #[error("cannot start forwarding to gateways")]
+    Forward(#[from] ForwardError),
 }
 
 /// Addresses actually bound (ports resolved when configured as 0).
@@ -65,6 +70,7 @@ pub struct App {
     /// The live service graph.
     pub graph: Graph,
     pipeline: Pipeline,
+    forwarder: Option<Forwarder>,
     readiness: Arc<Readiness>,
     stop_receivers: CancellationToken,
     stop_api: CancellationToken,
@@ -74,7 +80,8 @@ pub struct App {
 
 impl App {
     /// Binds every listener, then starts workers and servers. Each shard runs
-    /// the service graph, then the `extra` consumers (tests, embedders).
+    /// the service graph, then the `extra` consumers (tests, embedders); in
+    /// agent mode they run only with `exporters.forward.keep_local_graph`.
     pub async fn start(config: &ValidConfig, extra: &ConsumerFactory) -> Result<Self, AppError> {
         ensure_data_dir(&config.storage.data_dir)?;
         let otlp = &config.receivers.otlp;
@@ -105,7 +112,27 @@ impl App {
             consumers.extend(extra(shard));
             consumers
         };
-        let pipeline = Pipeline::start(&config.pipeline, &consumers, &mut registry);
+        let (pipeline, forwarder) = match config.mode {
+            Mode::Agent => {
+                let forward = &config.exporters.forward;
+                let forwarder =
+                    Forwarder::start(forward, config.pipeline.enqueue_timeout, &mut registry)
+                        .await?;
+                let local: Option<&dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>>> =
+                    forward.keep_local_graph.then_some(&consumers);
+                let pipeline = Pipeline::start_forwarding(
+                    &config.pipeline,
+                    local,
+                    forwarder.handle(),
+                    &mut registry,
+                );
+                (pipeline, Some(forwarder))
+            }
+            Mode::Standalone | Mode::Gateway => (
+                Pipeline::start(&config.pipeline, &consumers, &mut registry),
+                None,
+            ),
+        };
         let readiness = Arc::new(Readiness::default());
         let stop_receivers = CancellationToken::new();
         let stop_api = CancellationToken::new();
@@ -156,6 +183,7 @@ impl App {
             addrs,
             graph,
             pipeline,
+            forwarder,
             readiness,
             stop_receivers,
             stop_api,
@@ -177,6 +205,12 @@ impl App {
             }
         }
         let report = self.pipeline.drain(deadline).await;
+        if let Some(forwarder) = self.forwarder {
+            let dropped = forwarder.shutdown(deadline).await;
+            if dropped > 0 {
+                tracing::warn!(dropped, "spans for gateways dropped at shutdown");
+            }
+        }
         self.stop_api.cancel();
         if tokio::time::timeout_at(deadline, self.api).await.is_err() {
             tracing::warn!("api server did not stop before the deadline");

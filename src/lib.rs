@@ -16,6 +16,10 @@
 //! - [`pipeline`] routes spans by a hash of their trace id to per-shard
 //!   workers through bounded queues; when full, receivers refuse with
 //!   UNAVAILABLE / 503 so clients retry.
+//! - [`exporter`] holds the exporters; in agent mode (`mode: agent`)
+//!   [`exporter::forward`] sends every span to a gateway chosen by a
+//!   rendezvous hash of its trace id, so both halves of every call meet in
+//!   one gateway's graph.
 //! - [`web`] serves `/healthz`, `/readyz` and Prometheus `/metrics`.
 //! - [`app`] wires the stages and owns the staged, deadline-bound shutdown.
 //! - [`config`] is the YAML file, `TRACEMAP_*` overrides and validation.

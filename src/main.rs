@@ -197,6 +197,7 @@ where
         let app = App::start(config, &no_consumers).await?;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
+            mode = config.mode.as_str(),
             workers = config.pipeline.worker_count(),
             "tracemap started"
         );

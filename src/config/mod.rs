@@ -18,6 +18,7 @@ pub use env::{
     ENV_LOG_LEVEL, Overrides,
 };
 
+use crate::exporter::forward::ForwardConfig;
 use crate::graph::GraphConfig;
 use crate::pipeline::PipelineConfig;
 use crate::receiver::{OtlpGrpcConfig, OtlpHttpConfig};
@@ -26,7 +27,8 @@ use crate::receiver::{OtlpGrpcConfig, OtlpHttpConfig};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Deployment role; only `standalone` exists so far.
+    /// Deployment role: `standalone`, `agent` (forward to gateways) or
+    /// `gateway` (the collector agents forward to).
     pub mode: Mode,
     /// Span receivers.
     pub receivers: ReceiversConfig,
@@ -38,6 +40,8 @@ pub struct Config {
     pub graph: GraphConfig,
     /// Durable local state.
     pub storage: StorageConfig,
+    /// Exporters of traces and derived metrics.
+    pub exporters: ExportersConfig,
     /// Log output.
     pub log: LogConfig,
     /// Time allowed from SIGTERM to exit: stop receivers, drain, flush.
@@ -54,6 +58,7 @@ impl Default for Config {
             pipeline: PipelineConfig::default(),
             graph: GraphConfig::default(),
             storage: StorageConfig::default(),
+            exporters: ExportersConfig::default(),
             log: LogConfig::default(),
             shutdown_timeout: Duration::from_secs(20),
         }
@@ -67,6 +72,32 @@ pub enum Mode {
     /// Receive, process and export in one process.
     #[default]
     Standalone,
+    /// Forward every span to a gateway chosen by trace id
+    /// (`exporters.forward`); no graph unless `keep_local_graph`.
+    Agent,
+    /// Receive from agents and process as standalone does; the name says
+    /// what the instance is for.
+    Gateway,
+}
+
+impl Mode {
+    /// The name as written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standalone => "standalone",
+            Self::Agent => "agent",
+            Self::Gateway => "gateway",
+        }
+    }
+}
+
+/// Exporters of traces and derived metrics; each keeps its settings
+/// beside its code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportersConfig {
+    /// Agent mode: OTLP to gateways by trace-id hash.
+    pub forward: ForwardConfig,
 }
 
 /// Span receivers.
@@ -271,6 +302,11 @@ impl Config {
             .validate("receivers.otlp.http", &mut invalid);
         self.pipeline.validate("pipeline", &mut invalid);
         self.graph.validate("graph", &mut invalid);
+        self.exporters.forward.validate(
+            "exporters.forward",
+            self.mode == Mode::Agent,
+            &mut invalid,
+        );
         if self.storage.data_dir.as_os_str().is_empty() {
             invalid.push(Invalid {
                 key: "storage.data_dir".into(),
@@ -364,8 +400,50 @@ mod tests {
 
     #[test]
     fn unknown_mode_is_rejected() {
-        let err = Config::from_yaml("mode: agent\n").unwrap_err().to_string();
-        assert!(err.contains("unknown variant `agent`"), "{err}");
+        let err = Config::from_yaml("mode: sidecar\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `sidecar`"), "{err}");
+        assert!(err.contains("`standalone`, `agent`, `gateway`"), "{err}");
+    }
+
+    #[test]
+    fn agent_mode_needs_gateways() {
+        let err = Config::from_yaml("mode: agent\n")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid configuration: exporters.forward.endpoints: mode agent needs gateways: \
+             set exporters.forward.endpoints or exporters.forward.dns"
+        );
+        let config = Config::from_yaml(
+            "mode: agent\nexporters:\n  forward:\n    dns: gateways.tracemap.svc.cluster.local:4317\n    dns_refresh: 10s\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(config.mode, Mode::Agent);
+        assert_eq!(
+            config.exporters.forward.dns_refresh,
+            Duration::from_secs(10)
+        );
+        let gateway = Config::from_yaml("mode: gateway\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(gateway.mode, Mode::Gateway);
+    }
+
+    #[test]
+    fn forward_keys_are_checked_for_typos() {
+        let err = Config::from_yaml("exporters:\n  forward:\n    endpoint: [a:1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exporters.forward"), "{err}");
+        assert!(err.contains("unknown field `endpoint`"), "{err}");
     }
 
     #[test]

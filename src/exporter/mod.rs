@@ -1,3 +1,4 @@
 //! Exporters of traces and derived metrics.
 
+pub mod forward;
 pub mod prometheus;

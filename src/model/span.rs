@@ -274,6 +274,24 @@ impl Attributes {
         self.len() == 0
     }
 
+    /// The `KeyValue` messages of attributes still in wire form, each
+    /// without its field key and length, so that an encoder can copy them
+    /// verbatim (agent forwarding); `None` for owned attributes.
+    pub(crate) fn wire_entries(&self) -> Option<impl Iterator<Item = &[u8]> + Clone + '_> {
+        match &self.0 {
+            Repr::Encoded(encoded) => Some(wire::Entries::new(&encoded.bytes, encoded.field)),
+            Repr::Owned(_) => None,
+        }
+    }
+
+    /// Owned pairs, in order; `None` for attributes still in wire form.
+    pub(crate) fn owned_pairs(&self) -> Option<&[(String, AttributeValue)]> {
+        match &self.0 {
+            Repr::Owned(pairs) => Some(pairs),
+            Repr::Encoded(_) => None,
+        }
+    }
+
     fn scalar(&self, key: &str) -> Option<Scalar<'_>> {
         match &self.0 {
             Repr::Owned(pairs) => find(pairs.iter(), key).map(Pair::scalar),

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Invalid;
+use crate::exporter::forward::ForwardHandle;
 use crate::model::Span;
 
 /// Queues and workers between receivers and consumers.
@@ -152,22 +153,48 @@ impl PipelineMetrics {
 /// The sending side, cloned into every receiver.
 #[derive(Clone)]
 pub struct PipelineHandle {
+    /// Local workers; none in agent mode without a local graph.
     shards: Arc<[mpsc::Sender<Vec<Span>>]>,
+    /// Agent mode: the gateways every span also goes to.
+    forward: Option<ForwardHandle>,
     enqueue_timeout: Duration,
     metrics: Arc<PipelineMetrics>,
 }
 
+type Permits<'a> = Vec<(mpsc::Permit<'a, Vec<Span>>, Vec<Span>)>;
+
 impl PipelineHandle {
     /// Queues `spans`, all or nothing: either every span is queued or none is.
     ///
-    /// Room is reserved on every target shard before anything is sent, so a
-    /// refused request leaves no partial trace behind and can be retried whole.
+    /// Room is reserved on every target shard (and, in agent mode, on every
+    /// target gateway) before anything is sent, so a refused request leaves
+    /// no partial trace behind and can be retried whole.
     pub async fn submit(&self, spans: Vec<Span>) -> Result<(), PipelineError> {
         if spans.is_empty() {
             return Ok(());
         }
-        let parts = self.partition(spans);
         let deadline = Instant::now() + self.enqueue_timeout;
+        let Some(forward) = &self.forward else {
+            let permits = self.reserve_local(spans, deadline).await?;
+            self.send_local(permits);
+            return Ok(());
+        };
+        let reservation = forward.reserve(&spans, deadline).await?;
+        if !self.shards.is_empty() {
+            // Spans share their buffers: a copy is a few reference counts.
+            let permits = self.reserve_local(spans.clone(), deadline).await?;
+            self.send_local(permits);
+        }
+        forward.commit(reservation, spans);
+        Ok(())
+    }
+
+    async fn reserve_local(
+        &self,
+        spans: Vec<Span>,
+        deadline: Instant,
+    ) -> Result<Permits<'_>, PipelineError> {
+        let parts = self.partition(spans);
         let mut permits = Vec::with_capacity(parts.len());
         for (shard, part) in parts.into_iter().enumerate() {
             if part.is_empty() {
@@ -185,12 +212,15 @@ impl PipelineHandle {
             };
             permits.push((permit, part));
         }
+        Ok(permits)
+    }
+
+    fn send_local(&self, permits: Permits<'_>) {
         for (permit, part) in permits {
             self.metrics.queue_depth.inc();
             self.metrics.queued_spans.inc_by(part.len() as i64);
             permit.send(part);
         }
-        Ok(())
     }
 
     fn partition(&self, spans: Vec<Span>) -> Vec<Vec<Span>> {
@@ -242,7 +272,30 @@ impl Pipeline {
         consumers: &dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>>,
         registry: &mut Registry,
     ) -> Self {
-        let worker_count = config.worker_count();
+        Self::start_with(config, Some(consumers), None, registry)
+    }
+
+    /// Agent mode: every span goes to `forward`, and to local workers
+    /// running `consumers` only when given.
+    pub fn start_forwarding(
+        config: &PipelineConfig,
+        consumers: Option<&dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>>>,
+        forward: ForwardHandle,
+        registry: &mut Registry,
+    ) -> Self {
+        Self::start_with(config, consumers, Some(forward), registry)
+    }
+
+    fn start_with(
+        config: &PipelineConfig,
+        consumers: Option<&dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>>>,
+        forward: Option<ForwardHandle>,
+        registry: &mut Registry,
+    ) -> Self {
+        let worker_count = match consumers {
+            Some(_) => config.worker_count(),
+            None => 0,
+        };
         let metrics =
             PipelineMetrics::register(registry, (worker_count * config.queue_capacity) as i64);
         let stop = CancellationToken::new();
@@ -254,7 +307,7 @@ impl Pipeline {
             senders.push(tx);
             let worker = Worker {
                 rx,
-                consumers: consumers(shard),
+                consumers: consumers.map_or_else(Vec::new, |make| make(shard)),
                 metrics: metrics.clone(),
                 processed: processed.clone(),
             };
@@ -263,6 +316,7 @@ impl Pipeline {
         Self {
             handle: PipelineHandle {
                 shards: senders.into(),
+                forward,
                 enqueue_timeout: config.enqueue_timeout,
                 metrics,
             },

@@ -39,6 +39,12 @@ impl Collector {
     /// Starts `tracemap <command>`, such as `&["demo", "--duration", "5s"]`,
     /// with `yaml` as the config file and every listener on 127.0.0.1 port 0.
     pub fn start_command(command: &[&str], yaml: &str) -> Self {
+        Self::start_listening(command, yaml, "127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Like [`Collector::start_command`], with OTLP/gRPC on `grpc`: a
+    /// collector restarted where its clients expect it.
+    pub fn start_listening(command: &[&str], yaml: &str, grpc: SocketAddr) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let config_path = data_dir.path().join("tracemap.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
@@ -46,7 +52,7 @@ impl Collector {
             .args(command)
             .arg("--config")
             .arg(&config_path)
-            .args(["--grpc-listen", "127.0.0.1:0"])
+            .args(["--grpc-listen", &grpc.to_string()])
             .args(["--http-listen", "127.0.0.1:0"])
             .args(["--api-listen", "127.0.0.1:0"])
             .arg("--data-dir")
