@@ -5,31 +5,46 @@
 # flight, as fast as possible. Reports spans per CPU-second of the collector
 # and its peak RSS, then one tracemap run at a fixed rate for its memory.
 #
-# BENCH_SCENARIO=forward measures agent mode instead: a tracemap agent
-# (`mode: agent`, forwarding every span to one gateway) on core 0, the
-# gateway and loadgen on core 1, alternating with a standalone tracemap on
-# core 0; spans per CPU-second of the agent (spans it forwarded, acknowledged
-# by the gateway) against the standalone's (spans it accepted).
+# The X-Ray scenario runs the same load with each collector exporting every
+# span to AWS X-Ray (tracemap: exporters.xray; rotel: --exporter aws-xray
+# --disable-batching), both pointed at scripts/xray_sink.rs on core 1, a
+# PutTraceSegments endpoint that only counts segments; it checks that every
+# accepted span was delivered.
 #
-# Knobs (environment): BENCH_SCENARIO rotel or forward (rotel),
-# BENCH_DURATION seconds a run (20), BENCH_REPS runs of each collector,
-# alternating (3), BENCH_RATE spans/s of the fixed-rate run (100000),
+# The forward scenario measures agent mode: a tracemap agent (`mode: agent`,
+# forwarding every span to one gateway) on core 0, the gateway and loadgen
+# on core 1, alternating with a standalone tracemap on core 0; spans per
+# CPU-second of the agent (spans it forwarded, acknowledged by the gateway)
+# against the standalone's (spans it accepted).
+#
+# Knobs (environment): BENCH_DURATION seconds a run (20), BENCH_REPS runs of
+# each collector, alternating (3), BENCH_RATE spans/s of the fixed-rate run
+# (100000), BENCH_SCENARIOS, any of graph, xray, forward (graph xray),
 # ROTEL_VERSION (0.0.1a15). Needs cargo, python3 and 2 CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SCENARIO=${BENCH_SCENARIO:-rotel}
 DURATION=${BENCH_DURATION:-20}
 REPS=${BENCH_REPS:-3}
 RATE=${BENCH_RATE:-100000}
+SCENARIOS=${BENCH_SCENARIOS:-graph xray}
 ROTEL_VERSION=${ROTEL_VERSION:-0.0.1a15}
 RSS_TARGET_MIB=64
 SEED=7 # the same pool of requests for every run
 VENV=target/bench-venv
 TRACEMAP=target/release/tracemap
+SINK=target/release/examples/xray_sink
+# Static fake credentials for both X-Ray exporters; nothing from the host.
+AWS_FAKE=(AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true
+  AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent)
 ACCEPTED='tracemap_receiver_accepted_spans_total{protocol="grpc"}'
 FORWARDED='tracemap_exporter_sent_total{exporter="forward"}'
-case "$SCENARIO" in rotel | forward) ;; *) echo "bench: BENCH_SCENARIO is rotel or forward" >&2; exit 2 ;; esac
+for scenario in $SCENARIOS; do
+  case "$scenario" in graph | xray | forward) ;;
+  *) echo "bench: BENCH_SCENARIOS lists graph, xray or forward, not $scenario" >&2; exit 2 ;;
+  esac
+done
+has() { case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
@@ -53,7 +68,7 @@ command -v python3 >/dev/null || die "needs python3"
 CLK_TCK=$(getconf CLK_TCK)
 
 PY=python3
-if [ "$SCENARIO" = rotel ]; then
+if has graph || has xray; then
   step "python venv with rotel $ROTEL_VERSION ($VENV)"
   if [ ! -x "$VENV/bin/python" ]; then
     if ! python3 -m venv "$VENV" 2>/dev/null; then
@@ -68,8 +83,8 @@ if [ "$SCENARIO" = rotel ]; then
   "$ROTEL" --version >&2
 fi
 
-step "cargo build --release --bin tracemap"
-cargo build --release --locked --bin tracemap
+step "cargo build --release --bin tracemap --example xray_sink"
+cargo build --release --locked --bin tracemap --example xray_sink
 
 free_port() {
   "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -118,12 +133,52 @@ stop_pid() { # PID: SIGTERM, bounded wait, then SIGKILL
   PIDS=(${kept[@]+"${kept[@]}"})
 }
 
+# start_sink: the counting PutTraceSegments endpoint on core 1; sets SINK_PID, SINK_URL.
+start_sink() {
+  local addr=""
+  taskset -c 1 "$SINK" 127.0.0.1:0 >"$TMP/sink.out" 2>&1 &
+  SINK_PID=$!
+  PIDS+=("$SINK_PID")
+  for _ in $(seq 1 100); do
+    addr=$(sed -n 's/^listening on //p' "$TMP/sink.out")
+    [ -n "$addr" ] && break
+    kill -0 "$SINK_PID" 2>/dev/null || { cat "$TMP/sink.out" >&2; die "xray_sink exited"; }
+    sleep 0.1
+  done
+  [ -n "$addr" ] || die "xray_sink did not start"
+  SINK_URL="http://$addr"
+}
+
+sink_count() { # FIELD of the sink's /count
+  "$PY" - "$SINK_URL" "$1" <<'EOF'
+import json, sys, urllib.request
+print(json.load(urllib.request.urlopen(sys.argv[1] + "/count", timeout=5))[sys.argv[2]])
+EOF
+}
+
+# Waits (at most 15 s) until the sink count holds still for a second, so
+# that the collector's export backlog falls inside the measured CPU time.
+sink_settle() {
+  local last=-1 now stable=0
+  for _ in $(seq 1 30); do
+    now=$(sink_count segments)
+    if [ "$now" = "$last" ]; then
+      stable=$((stable + 1))
+      [ "$stable" -ge 2 ] && return 0
+    else
+      stable=0
+    fi
+    last=$now
+    sleep 0.5
+  done
+}
+
 # launch CORE NAME YAML: tracemap run pinned to CORE with YAML as its
 # config; sets LPID, LGRPC and LAPI.
 launch() {
   local log="$TMP/$2.log"
   printf '%s' "$3" >"$TMP/$2.yaml"
-  taskset -c "$1" "$TRACEMAP" run --config "$TMP/$2.yaml" \
+  taskset -c "$1" env "${AWS_FAKE[@]}" "$TRACEMAP" run --config "$TMP/$2.yaml" \
     --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --api-listen 127.0.0.1:0 \
     --data-dir "$TMP/data-$2" --log-format json 2>"$log" &
   LPID=$!
@@ -145,8 +200,9 @@ launch() {
 
 # Each start_* sets CPID, ENDPOINT, and COUNTED with API: the series that
 # counts the collector's spans, empty to trust loadgen's count.
+# start_tracemap [YAML]: with YAML as the config file (default: empty).
 start_tracemap() {
-  launch 0 tracemap ""
+  launch 0 tracemap "${1:-}"
   CPID=$LPID API=$LAPI ENDPOINT="http://$LGRPC" COUNTED=$ACCEPTED
 }
 
@@ -161,27 +217,34 @@ exporters:
   CPID=$LPID API=$LAPI ENDPOINT="http://$LGRPC" COUNTED=$FORWARDED
 }
 
+# start_rotel [EXPORTER FLAGS...]: default --exporter blackhole.
 start_rotel() {
   local grpc_port http_port
   grpc_port=$(free_port)
   http_port=$(free_port)
-  taskset -c 0 "$ROTEL" start --exporter blackhole \
+  [ $# -gt 0 ] || set -- --exporter blackhole
+  API="" COUNTED=""
+  taskset -c 0 env "${AWS_FAKE[@]}" "$ROTEL" start "$@" \
     --otlp-grpc-endpoint "127.0.0.1:$grpc_port" --otlp-http-endpoint "127.0.0.1:$http_port" \
     --pid-file "$TMP/rotel.pid" --log-file "$TMP/rotel.log" >"$TMP/rotel.out" 2>&1 &
   CPID=$!
   PIDS+=("$CPID")
   wait_listening "$CPID" 127.0.0.1 "$grpc_port"
   ENDPOINT="http://127.0.0.1:$grpc_port"
-  API="" COUNTED=""
 }
 
 RESULTS="$TMP/results.tsv"
+DELIVERY="$TMP/delivery.tsv"
 : >"$RESULTS"
+: >"$DELIVERY"
+SETTLE=""
 
 # measure NAME LABEL [LOADGEN FLAGS...]: one loadgen run against the started
-# collector; appends a row to $RESULTS.
+# collector; appends a row to $RESULTS. With $SETTLE set (X-Ray runs), it
+# runs before the final CPU reading, and the spans credited to the collector
+# are those the sink received by then, not those it accepted.
 measure() {
-  local name=$1 label=$2 cpu0 cpu1 wait0 wait1 acc0=0 acc1=0 rss lg
+  local name=$1 label=$2 cpu0 cpu1 wait0 wait1 acc0=0 acc1=0 rss lg delivered=-
   shift 2
   sleep 1 # let startup work settle before the CPU baseline
   cpu0=$(cpu_ticks "$CPID")
@@ -196,6 +259,10 @@ measure() {
   fi
   tail -n 3 "$TMP/loadgen.err" >&2
   sleep 1 # the collector finishes what it queued
+  if [ -n "$SETTLE" ]; then
+    "$SETTLE"
+    delivered=$(sink_count segments)
+  fi
   cpu1=$(cpu_ticks "$CPID")
   wait1=$(runq_wait_ns "$CPID")
   rss=$(peak_rss_kib "$CPID")
@@ -203,44 +270,77 @@ measure() {
   stop_pid "$CPID"
   lg=$(cat "$TMP/loadgen.json")
   "$PY" - "$name" "$label" "$cpu0" "$cpu1" "$CLK_TCK" "$acc0" "$acc1" "$rss" "$wait0" "$wait1" \
-    "$(cat "$TMP/loadgen.time")" "$lg" "$COUNTED" >>"$RESULTS" <<'EOF'
+    "$(cat "$TMP/loadgen.time")" "$lg" "$delivered" "$COUNTED" >>"$RESULTS" <<'EOF'
 import json, sys
-name, label, cpu0, cpu1, tck, acc0, acc1, rss, wait0, wait1, lg_time, lg, counted = sys.argv[1:]
+name, label, cpu0, cpu1, tck, acc0, acc1, rss, wait0, wait1, lg_time, lg, delivered, counted = sys.argv[1:]
 lg = json.loads(lg)
 cpu = (int(cpu1) - int(cpu0)) / int(tck)
 # tracemap counts its own spans (accepted, or forwarded by an agent); for
 # rotel, trust loadgen's OK count.
-spans = float(acc1) - float(acc0) if counted else lg["spans_sent"]
+accepted = float(acc1) - float(acc0) if counted else lg["spans_sent"]
+spans = accepted if delivered == "-" else float(delivered)
 lg_cpu = sum(float(x) for x in lg_time.split())
 errors = ",".join(f"{k}={v}" for k, v in lg["errors"].items()) or "-"
 print("\t".join(str(x) for x in [
     name, label, int(spans), lg["spans_sent"], f"{cpu:.2f}", f"{lg['duration_s']:.2f}",
     int(rss), f"{(int(wait1) - int(wait0)) / 1e9:.2f}", f"{lg_cpu:.2f}", f"{lg['latency_ms']['p50']:.2f}", f"{lg['latency_ms']['p99']:.2f}",
-    errors]))
+    errors, int(accepted)]))
 EOF
 }
 
-for rep in $(seq 1 "$REPS"); do
-  step "run $rep/$REPS: tracemap, max rate, ${DURATION}s"
-  start_tracemap
-  measure tracemap "max#$rep"
-  if [ "$SCENARIO" = rotel ]; then
+# measure_xray NAME LABEL: measure with the sink settled, then record what
+# the sink received against what the collector accepted.
+measure_xray() {
+  SETTLE=sink_settle
+  measure "$1" "$2"
+  SETTLE=""
+  # The collector has exited (after its shutdown flush): the count is final.
+  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$(tail -n 1 "$RESULTS" | cut -f13)" \
+    "$(sink_count segments)" "$(sink_count bad_requests)" >>"$DELIVERY"
+  stop_pid "$SINK_PID"
+}
+
+if has graph; then
+  for rep in $(seq 1 "$REPS"); do
+    step "run $rep/$REPS: tracemap, max rate, ${DURATION}s"
+    start_tracemap
+    measure tracemap "max#$rep"
     step "run $rep/$REPS: rotel, max rate, ${DURATION}s"
     start_rotel
     measure rotel "max#$rep"
-  else
+  done
+
+  step "tracemap at a fixed $RATE spans/s, ${DURATION}s"
+  start_tracemap
+  measure tracemap "rate$RATE" --rate "$RATE"
+fi
+
+if has xray; then
+  for rep in $(seq 1 "$REPS"); do
+    step "run $rep/$REPS: tracemap exporting to X-Ray (the sink), max rate, ${DURATION}s"
+    start_sink
+    start_tracemap "$(printf 'exporters:\n  xray:\n    enabled: true\n    region: us-east-1\n    endpoint: %s\n' "$SINK_URL")"
+    measure_xray tracemap-xray "max#$rep"
+    step "run $rep/$REPS: rotel exporting to X-Ray (the sink), max rate, ${DURATION}s"
+    start_sink
+    start_rotel --exporter aws-xray --disable-batching \
+      --xray-exporter-region us-east-1 --xray-exporter-custom-endpoint "$SINK_URL"
+    measure_xray rotel-xray "max#$rep"
+  done
+fi
+
+if has forward; then
+  for rep in $(seq 1 "$REPS"); do
+    if ! has graph; then
+      step "run $rep/$REPS: tracemap, max rate, ${DURATION}s"
+      start_tracemap
+      measure tracemap "max#$rep"
+    fi
     step "run $rep/$REPS: agent forwarding to a gateway, max rate, ${DURATION}s"
     start_agent
     measure agent "max#$rep"
     stop_pid "$GPID"
-  fi
-done
-
-if [ "$SCENARIO" = rotel ]; then
-  step "tracemap at a fixed $RATE spans/s, ${DURATION}s"
-  start_tracemap
-  measure tracemap "rate$RATE" --rate "$RATE"
-else
+  done
   step "agent at a fixed $RATE spans/s, ${DURATION}s"
   start_agent
   measure agent "rate$RATE" --rate "$RATE"
@@ -248,15 +348,16 @@ else
 fi
 
 step "results (collector on core 0, loadgen on core 1; load: $(cut -d' ' -f1-3 /proc/loadavg))"
-"$PY" - "$RESULTS" "$RSS_TARGET_MIB" <<'EOF'
+"$PY" - "$RESULTS" "$RSS_TARGET_MIB" "$DELIVERY" <<'EOF'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 target = float(sys.argv[2])
-head = ["collector", "run", "spans accepted", "loadgen ok", "cpu s", "spans/cpu-s",
+delivery = [l.rstrip("\n").split("\t") for l in open(sys.argv[3]) if l.strip()]
+head = ["collector", "run", "spans", "loadgen ok", "cpu s", "spans/cpu-s",
         "cpu %", "runq wait %", "peak rss MiB", "loadgen cpu %", "p50 ms", "p99 ms", "errors"]
 table = []
 per = {}
-for name, label, spans, lg_ok, cpu, dur, rss, wait, lg_cpu, p50, p99, errors in rows:
+for name, label, spans, lg_ok, cpu, dur, rss, wait, lg_cpu, p50, p99, errors, _accepted in rows:
     spans, cpu, dur = int(spans), float(cpu), float(dur)
     eff = spans / cpu if cpu > 0 else float("nan")
     rss_mib = int(rss) / 1024
@@ -268,22 +369,30 @@ for name, label, spans, lg_ok, cpu, dur, rss, wait, lg_cpu, p50, p99, errors in 
 widths = [max(len(str(r[i])) for r in table + [head]) for i in range(len(head))]
 for r in [head] + table:
     print("  ".join(str(c).rjust(w) for c, w in zip(r, widths)))
-print("(runq wait %: time the collector was runnable but core 0 ran something else;"
+print("(spans: accepted, or for *-xray runs delivered to the sink before the final CPU reading;"
+      " runq wait %: time the collector was runnable but core 0 ran something else;"
       " high values mean a busy machine, not a slow collector)")
 print()
 for name, runs in per.items():
     print(f"{name:>9}: median {statistics.median(e for e, _, _ in runs):,.0f} spans/cpu-s, "
           f"median {statistics.median(t for _, _, t in runs):,.0f} spans/s, "
           f"peak rss {max(r for _, r, _ in runs):.1f} MiB")
-if "tracemap" in per and "rotel" in per:
-    ratio = statistics.median(e for e, _, _ in per["tracemap"]) / statistics.median(
-        e for e, _, _ in per["rotel"])
-    print(f"    ratio: tracemap/rotel spans per cpu-second = {ratio:.2f}")
+for ours, theirs in [("tracemap", "rotel"), ("tracemap-xray", "rotel-xray")]:
+    if ours in per and theirs in per:
+        ratio = statistics.median(e for e, _, _ in per[ours]) / statistics.median(
+            e for e, _, _ in per[theirs])
+        print(f"    ratio: {ours}/{theirs} spans per cpu-second = {ratio:.2f}")
 if "tracemap" in per and "agent" in per:
     agent = statistics.median(e for e, _, _ in per["agent"])
     standalone = statistics.median(e for e, _, _ in per["tracemap"])
     print(f"    forwarding: the agent spends {1e9 / agent:,.0f} ns of CPU a span "
           f"({agent:,.0f} spans/cpu-s), the standalone collector {1e9 / standalone:,.0f} ns")
+for name, label, accepted, delivered, bad in delivery:
+    lost = int(accepted) - int(delivered)
+    verdict = ("all delivered" if lost == 0 else
+               f"{lost:,} NOT delivered" if lost > 0 else f"{-lost:,} extra (duplicates)")
+    print(f"x-ray delivery, {name} {label}: accepted {int(accepted):,}, the sink received"
+          f" {int(delivered):,} segments ({bad} bad requests): {verdict}")
 fixed = [r for r in table if r[1].startswith("rate")]
 for r in fixed:
     verdict = "within" if float(r[8]) <= target else "OVER"

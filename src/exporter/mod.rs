@@ -1,4 +1,163 @@
 //! Exporters of traces and derived metrics.
+//!
+//! Every exporter reports through the same `tracemap_exporter_*` families,
+//! told apart by the `exporter` label, so one dashboard panel covers them all.
 
 pub mod forward;
 pub mod prometheus;
+pub mod xray;
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ExporterLabels {
+    pub(crate) exporter: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabels {
+    pub(crate) exporter: &'static str,
+    pub(crate) reason: &'static str,
+}
+
+/// Queue series: one per exporter, or per gateway for the forwarder.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub(crate) struct QueueLabels {
+    pub(crate) exporter: &'static str,
+    pub(crate) gateway: Option<String>,
+}
+
+// By hand: a derived set would print `gateway=""` for exporters that
+// have one queue.
+impl EncodeLabelSet for QueueLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("exporter", self.exporter).encode(encoder.encode_label())?;
+        if let Some(gateway) = &self.gateway {
+            ("gateway", gateway.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// Drop reasons shared by exporters, as `reason` label values.
+pub mod reason {
+    /// The exporter's queue was full; the oldest item made room.
+    pub const QUEUE_FULL: &str = "queue_full";
+    /// Still queued or in flight when the shutdown deadline passed.
+    pub const SHUTDOWN: &str = "shutdown";
+    /// The destination refused them for good.
+    pub const REJECTED: &str = "rejected";
+    /// The last retry failed too.
+    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+}
+
+/// The `tracemap_exporter_*` families, registered once for all exporters.
+#[derive(Debug, Default)]
+pub struct ExporterMetrics {
+    pub(crate) sent: Family<ExporterLabels, Counter>,
+    pub(crate) failed: Family<ReasonLabels, Counter>,
+    pub(crate) dropped: Family<ReasonLabels, Counter>,
+    pub(crate) retries: Family<ExporterLabels, Counter>,
+    pub(crate) queue_depth: Family<QueueLabels, Gauge>,
+}
+
+impl ExporterMetrics {
+    /// Creates the families and registers them.
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let metrics = Arc::new(Self::default());
+        registry.register(
+            "tracemap_exporter_sent",
+            "Items the destination accepted",
+            metrics.sent.clone(),
+        );
+        registry.register(
+            "tracemap_exporter_failed",
+            "Items (segments; forward: requests, each try) refused or given up, by reason",
+            metrics.failed.clone(),
+        );
+        registry.register(
+            "tracemap_exporter_dropped",
+            "Items never delivered, by reason: untranslatable, queue full, refused, lost at shutdown",
+            metrics.dropped.clone(),
+        );
+        registry.register(
+            "tracemap_exporter_retries",
+            "Items sent again after a throttle, server error, timeout or partial acceptance",
+            metrics.retries.clone(),
+        );
+        registry.register(
+            "tracemap_exporter_queue_depth",
+            "Items waiting in the exporter's queue (forward: per gateway)",
+            metrics.queue_depth.clone(),
+        );
+        metrics
+    }
+
+    /// Handles on one exporter's series; they exist (at zero) from now on.
+    pub fn exporter(self: &Arc<Self>, exporter: &'static str) -> ExporterCounters {
+        // `_owned`: a borrowed handle holds the family's read lock until the
+        // end of the statement, and a second new series would wait on it.
+        let labels = ExporterLabels { exporter };
+        let because = |reason| ReasonLabels { exporter, reason };
+        ExporterCounters {
+            exporter,
+            sent: self.sent.get_or_create_owned(&labels),
+            retries: self.retries.get_or_create_owned(&labels),
+            queue_depth: self.queue_depth.get_or_create_owned(&QueueLabels {
+                exporter,
+                gateway: None,
+            }),
+            failed_rejected: self.failed.get_or_create_owned(&because(reason::REJECTED)),
+            failed_retries_exhausted: self
+                .failed
+                .get_or_create_owned(&because(reason::RETRIES_EXHAUSTED)),
+            queue_full: self
+                .dropped
+                .get_or_create_owned(&because(reason::QUEUE_FULL)),
+            families: self.clone(),
+        }
+    }
+}
+
+/// One exporter's series; the counters are shared handles, cheap to bump.
+#[derive(Debug, Clone)]
+pub struct ExporterCounters {
+    exporter: &'static str,
+    /// Items the destination accepted.
+    pub sent: Counter,
+    /// Items the destination refused for good.
+    pub failed_rejected: Counter,
+    /// Items given up after the last retry.
+    pub failed_retries_exhausted: Counter,
+    /// Items re-sent.
+    pub retries: Counter,
+    /// Items queued.
+    pub queue_depth: Gauge,
+    /// Items dropped because the queue was full.
+    pub queue_full: Counter,
+    families: Arc<ExporterMetrics>,
+}
+
+impl ExporterCounters {
+    /// Counts `count` items dropped for `reason` (a bounded set of labels).
+    pub fn dropped(&self, reason: &'static str, count: u64) {
+        self.families
+            .dropped
+            .get_or_create(&ReasonLabels {
+                exporter: self.exporter,
+                reason,
+            })
+            .inc_by(count);
+    }
+
+    /// Items failed for any reason.
+    pub fn failed_total(&self) -> u64 {
+        self.failed_rejected.get() + self.failed_retries_exhausted.get()
+    }
+}

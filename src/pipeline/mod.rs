@@ -4,17 +4,19 @@
 //! reaches the same worker: per-shard state (the service graph's pairing
 //! store) then needs no lock shared between shards. Each worker has its own
 //! bounded queue; a receiver waits at most `enqueue_timeout` for room and
-//! otherwise refuses the request, which OTLP clients retry.
+//! otherwise refuses the request, which OTLP clients retry. A consumer
+//! whose own queue runs behind (an exporter) closes an [`AdmissionGate`],
+//! and receivers then wait and refuse in the same way.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -111,6 +113,50 @@ pub enum PipelineError {
     },
 }
 
+/// Closed by a consumer whose own queue runs behind, so that receivers
+/// refuse new spans (clients retry later) instead of that queue dropping
+/// them; open otherwise.
+#[derive(Debug, Default)]
+pub struct AdmissionGate {
+    closed: AtomicBool,
+    opened: Notify,
+}
+
+impl AdmissionGate {
+    /// Receivers wait, then refuse, while closed.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Lets spans in again and wakes receivers waiting for it.
+    pub fn open(&self) {
+        if self.closed.swap(false, Ordering::Relaxed) {
+            self.opened.notify_waiters();
+        }
+    }
+
+    /// Whether receivers are held back now.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// True once open, false if still closed at `deadline`.
+    async fn wait_open(&self, deadline: Instant) -> bool {
+        loop {
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            // Registered before the check, so an `open` in between wakes it.
+            opened.as_mut().enable();
+            if !self.is_closed() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, opened).await.is_err() {
+                return !self.is_closed();
+            }
+        }
+    }
+}
+
 /// Back-off suggested to clients when queues are full.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -155,6 +201,7 @@ impl PipelineMetrics {
 pub struct PipelineHandle {
     /// Local workers; none in agent mode without a local graph.
     shards: Arc<[mpsc::Sender<Vec<Span>>]>,
+    gates: Arc<[Arc<AdmissionGate>]>,
     /// Agent mode: the gateways every span also goes to.
     forward: Option<ForwardHandle>,
     enqueue_timeout: Duration,
@@ -174,6 +221,13 @@ impl PipelineHandle {
             return Ok(());
         }
         let deadline = Instant::now() + self.enqueue_timeout;
+        for gate in self.gates.iter() {
+            if !gate.wait_open(deadline).await {
+                return Err(PipelineError::Full {
+                    retry_after: RETRY_AFTER,
+                });
+            }
+        }
         let Some(forward) = &self.forward else {
             let permits = self.reserve_local(spans, deadline).await?;
             self.send_local(permits);
@@ -316,6 +370,7 @@ impl Pipeline {
         Self {
             handle: PipelineHandle {
                 shards: senders.into(),
+                gates: Arc::new([]),
                 forward,
                 enqueue_timeout: config.enqueue_timeout,
                 metrics,
@@ -324,6 +379,14 @@ impl Pipeline {
             stop,
             processed,
         }
+    }
+
+    /// Makes receivers wait for `gate`, then refuse while it stays closed;
+    /// handles taken before this call do not see it.
+    pub fn add_gate(&mut self, gate: Arc<AdmissionGate>) {
+        let mut gates = self.handle.gates.to_vec();
+        gates.push(gate);
+        self.handle.gates = gates.into();
     }
 
     /// A handle for receivers.
@@ -506,6 +569,53 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_gate_refuses_after_timeout_and_opening_it_admits() {
+        let seen = Seen::default();
+        let config = PipelineConfig {
+            workers: 1,
+            enqueue_timeout: Duration::from_millis(100),
+            ..PipelineConfig::default()
+        };
+        let mut pipeline = Pipeline::start(
+            &config,
+            &recorder_factory(seen.clone(), Arc::default()),
+            &mut Registry::default(),
+        );
+        let gate = Arc::new(AdmissionGate::default());
+        pipeline.add_gate(gate.clone());
+        let handle = pipeline.handle();
+        gate.close();
+        let start = Instant::now();
+        assert_eq!(
+            handle.submit(vec![span(1, 1)]).await,
+            Err(PipelineError::Full {
+                retry_after: RETRY_AFTER
+            })
+        );
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_millis(100),
+            "waited, then refused"
+        );
+        // Opened while a receiver waits: it gets in.
+        let opener = {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                gate.open();
+            })
+        };
+        handle.submit(vec![span(2, 1)]).await.unwrap();
+        opener.await.unwrap();
+        let report = pipeline
+            .drain(Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(report.processed_spans, 1);
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,12 +39,21 @@ impl Collector {
     /// Starts `tracemap <command>`, such as `&["demo", "--duration", "5s"]`,
     /// with `yaml` as the config file and every listener on 127.0.0.1 port 0.
     pub fn start_command(command: &[&str], yaml: &str) -> Self {
-        Self::start_listening(command, yaml, "127.0.0.1:0".parse().unwrap())
+        Self::start_command_env(command, yaml, &[])
+    }
+
+    /// As [`Collector::start_command`], with extra environment variables.
+    pub fn start_command_env(command: &[&str], yaml: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_full(command, yaml, env, "127.0.0.1:0".parse().unwrap())
     }
 
     /// Like [`Collector::start_command`], with OTLP/gRPC on `grpc`: a
     /// collector restarted where its clients expect it.
     pub fn start_listening(command: &[&str], yaml: &str, grpc: SocketAddr) -> Self {
+        Self::start_full(command, yaml, &[], grpc)
+    }
+
+    fn start_full(command: &[&str], yaml: &str, env: &[(&str, &str)], grpc: SocketAddr) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let config_path = data_dir.path().join("tracemap.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
@@ -58,6 +67,7 @@ impl Collector {
             .arg("--data-dir")
             .arg(data_dir.path().join("data"))
             .args(["--log-format", "json"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -53,7 +53,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -65,6 +64,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::ForwardConfig;
 
+use crate::exporter::{ExporterLabels, ExporterMetrics, QueueLabels, ReasonLabels};
 use crate::model::Span;
 use crate::pipeline::PipelineError;
 use client::GatewayClient;
@@ -147,27 +147,14 @@ pub mod refuse_reason {
     pub const NO_GATEWAY: &str = "no_gateway";
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ExporterLabels {
-    exporter: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabels {
-    exporter: &'static str,
-    reason: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct GatewayLabels {
-    exporter: &'static str,
-    gateway: String,
-}
+type GatewayLabels = QueueLabels;
 
 const LABELS: ExporterLabels = ExporterLabels { exporter: EXPORTER };
 
 /// Self-metrics; the label sets are bounded by the reasons above and the
-/// gateway count ([`config::MAX_GATEWAYS`]).
+/// gateway count ([`config::MAX_GATEWAYS`]). The `tracemap_exporter_*`
+/// families every exporter has are shared ([`ExporterMetrics`]); the
+/// gateway-specific ones are registered here.
 struct ForwardMetrics {
     sent: Counter,
     retries: Counter,
@@ -182,22 +169,12 @@ struct ForwardMetrics {
 }
 
 impl ForwardMetrics {
-    fn register(registry: &mut Registry) -> Self {
+    fn register(registry: &mut Registry, shared: &ExporterMetrics) -> Self {
         let counter = |registry: &mut Registry, name: &str, help: &str| {
             let family = Family::<ExporterLabels, Counter>::default();
             registry.register(name, help, family.clone());
             family.get_or_create(&LABELS).clone()
         };
-        let sent = counter(
-            registry,
-            "tracemap_exporter_sent",
-            "Spans delivered by the exporter",
-        );
-        let retries = counter(
-            registry,
-            "tracemap_exporter_retries",
-            "Export requests sent again after a retryable failure",
-        );
         let rerouted = counter(
             registry,
             "tracemap_exporter_rerouted",
@@ -215,36 +192,21 @@ impl ForwardMetrics {
             gateways.clone(),
         );
         let metrics = Self {
-            sent,
-            retries,
+            sent: shared.sent.get_or_create(&LABELS).clone(),
+            retries: shared.retries.get_or_create(&LABELS).clone(),
             rerouted,
             resolve_failed,
             gateways: gateways.get_or_create(&LABELS).clone(),
-            failed: Family::default(),
-            dropped: Family::default(),
+            failed: shared.failed.clone(),
+            dropped: shared.dropped.clone(),
             refused: Family::default(),
-            queue_depth: Family::default(),
+            queue_depth: shared.queue_depth.clone(),
             gateway_up: Family::default(),
         };
-        registry.register(
-            "tracemap_exporter_failed",
-            "Export requests that failed, by reason (each retry counts)",
-            metrics.failed.clone(),
-        );
-        registry.register(
-            "tracemap_exporter_dropped",
-            "Spans given up after admission, by reason",
-            metrics.dropped.clone(),
-        );
         registry.register(
             "tracemap_exporter_refused",
             "Spans refused at admission, by reason; the client retries",
             metrics.refused.clone(),
-        );
-        registry.register(
-            "tracemap_exporter_queue_depth",
-            "Spans queued or in flight, per gateway",
-            metrics.queue_depth.clone(),
         );
         registry.register(
             "tracemap_exporter_gateway_up",
@@ -294,7 +256,7 @@ impl ForwardMetrics {
     fn gateway_labels(key: &str) -> GatewayLabels {
         GatewayLabels {
             exporter: EXPORTER,
-            gateway: key.to_owned(),
+            gateway: Some(key.to_owned()),
         }
     }
 
@@ -521,6 +483,7 @@ impl Forwarder {
         config: &ForwardConfig,
         enqueue_timeout: Duration,
         registry: &mut Registry,
+        exporter_metrics: &ExporterMetrics,
     ) -> Result<Self, ForwardError> {
         let shared = Arc::new(Shared {
             config: config.clone(),
@@ -530,7 +493,7 @@ impl Forwarder {
                 seeds: Vec::new(),
             })),
             senders: Mutex::new(Vec::new()),
-            metrics: ForwardMetrics::register(registry),
+            metrics: ForwardMetrics::register(registry, exporter_metrics),
             pending: AtomicUsize::new(0),
             closing: CancellationToken::new(),
             deadline: OnceLock::new(),

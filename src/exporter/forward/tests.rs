@@ -156,9 +156,16 @@ fn config(gateways: &[SocketAddr]) -> ForwardConfig {
 }
 
 async fn start(config: &ForwardConfig) -> Forwarder {
-    Forwarder::start(config, Duration::from_millis(100), &mut Registry::default())
-        .await
-        .expect("forwarder starts")
+    let mut registry = Registry::default();
+    let exporter_metrics = ExporterMetrics::register(&mut registry);
+    Forwarder::start(
+        config,
+        Duration::from_millis(100),
+        &mut registry,
+        &exporter_metrics,
+    )
+    .await
+    .expect("forwarder starts")
 }
 
 /// `traces` traces of three spans each (a client, its server, a database
@@ -572,7 +579,9 @@ async fn a_gateway_leaving_the_set_hands_its_queue_to_the_others() {
 
 #[tokio::test]
 async fn dns_names_resolve_to_gateway_keys() {
-    let metrics = ForwardMetrics::register(&mut Registry::default());
+    let mut registry = Registry::default();
+    let exporter_metrics = ExporterMetrics::register(&mut registry);
+    let metrics = ForwardMetrics::register(&mut registry, &exporter_metrics);
     // From /etc/hosts: no query leaves the machine.
     let keys = resolve("localhost:4317", &metrics).await.unwrap();
     assert!(keys.contains("127.0.0.1:4317"), "{keys:?}");

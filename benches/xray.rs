@@ -1,0 +1,277 @@
+//! X-Ray translation per span: span → segment document JSON.
+//!
+//! 512 spans decoded by the OTLP receiver (attributes left in wire form, as
+//! in the pipeline) from one EKS service: HTTP SERVER spans (segments,
+//! resource metadata included), HTTP CLIENT calls and database CLIENT calls
+//! in equal parts, and one span in 16 a failing HTTP SERVER span with a
+//! Java exception event. Each kind is also measured alone.
+//! Run: `cargo bench --bench xray`.
+
+use std::hint::black_box;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use criterion::measurement::Measurement;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{self as otlp, ResourceSpans, ScopeSpans, Status};
+use prost::Message;
+use tracemap::exporter::xray::segment::{TranslateConfig, translate};
+use tracemap::model::Span;
+use tracemap::receiver::otlp_proto;
+
+// As in the binary: the allocator is part of the per-span cost.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const SPANS: u64 = 512;
+const NOW_SECS: u64 = 1_800_000_000;
+
+const STACK: &str = "java.lang.IllegalStateException: inventory unavailable\n\
+\tat com.shop.checkout.Inventory.reserve(Inventory.java:88)\n\
+\tat com.shop.checkout.OrderService.place(OrderService.java:142)\n\
+\tat com.shop.checkout.OrderController.create(OrderController.java:57)\n\
+\tat io.netty.channel.AbstractChannelHandlerContext.invokeChannelRead(AbstractChannelHandlerContext.java:444)\n\
+\tat io.netty.channel.nio.NioEventLoop.run(NioEventLoop.java:569)\n\
+\tat java.base/java.lang.Thread.run(Thread.java:1583)\n\
+Caused by: java.net.SocketTimeoutException: Read timed out\n\
+\tat java.base/sun.nio.ch.NioSocketImpl.timedRead(NioSocketImpl.java:278)\n\
+\tat com.shop.checkout.Inventory.reserve(Inventory.java:81)\n\
+\t... 4 more\n";
+
+/// A deterministic id source, so runs compare.
+fn mix(n: u64) -> u64 {
+    let mut x = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31) | 1
+}
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn text(key: &str, value: &str) -> KeyValue {
+    kv(key, any_value::Value::StringValue(value.into()))
+}
+
+fn int(key: &str, value: i64) -> KeyValue {
+    kv(key, any_value::Value::IntValue(value))
+}
+
+fn span(n: u64) -> otlp::Span {
+    let order = 10_000 + n;
+    let (kind, name, mut attributes) = match kind_of(n) {
+        0 | 3 => (
+            2,
+            "POST /api/orders".to_owned(),
+            vec![
+                text("http.request.method", "POST"),
+                text("url.scheme", "http"),
+                text("url.path", "/api/orders"),
+                text("http.route", "/api/orders"),
+                int(
+                    "http.response.status_code",
+                    if kind_of(n) == 3 { 500 } else { 201 },
+                ),
+                text("server.address", "checkout.shop.svc.cluster.local"),
+                int("server.port", 8080),
+                text("client.address", "10.0.3.17"),
+                text("network.peer.address", "10.0.3.17"),
+                text("user_agent.original", "okhttp/4.12.0"),
+                text("network.protocol.version", "1.1"),
+            ],
+        ),
+        1 => (
+            3,
+            "GET".to_owned(),
+            vec![
+                text("http.request.method", "GET"),
+                text(
+                    "url.full",
+                    &format!("http://inventory.shop.svc:8080/api/items/{order}"),
+                ),
+                int("http.response.status_code", 200),
+                text("server.address", "inventory.shop.svc"),
+                int("server.port", 8080),
+                text("peer.service", "inventory"),
+                text("network.protocol.version", "1.1"),
+            ],
+        ),
+        _ => (
+            3,
+            "SELECT orders".to_owned(),
+            vec![
+                text("db.system", "postgresql"),
+                text("db.namespace", "orders"),
+                text("db.operation.name", "SELECT"),
+                text(
+                    "db.query.text",
+                    "SELECT id, total, status FROM orders WHERE id = $1",
+                ),
+                text("db.user", "checkout"),
+                text("server.address", "pg.shop.svc"),
+                int("server.port", 5432),
+            ],
+        ),
+    };
+    if n.is_multiple_of(8) {
+        attributes.push(text("enduser.id", "u-1234"));
+    }
+    let failing = kind_of(n) == 3;
+    let trace = n / 4;
+    let mut trace_id = [0u8; 16];
+    // Epoch-prefixed, as X-Ray SDKs and their id generators make them.
+    trace_id[..4].copy_from_slice(&(NOW_SECS as u32 - 60).to_be_bytes());
+    trace_id[4..12].copy_from_slice(&mix(trace).to_be_bytes());
+    trace_id[12..].copy_from_slice(&(mix(trace + SPANS) as u32).to_be_bytes());
+    let start = NOW_SECS * 1_000_000_000 - 30_000_000_000 + n * 1_000_000;
+    otlp::Span {
+        trace_id: trace_id.to_vec(),
+        span_id: mix(n + 2 * SPANS).to_be_bytes().to_vec(),
+        parent_span_id: mix(n + 3 * SPANS).to_be_bytes().to_vec(),
+        flags: 0x101,
+        name,
+        kind,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 2_500_000 + n * 1_000,
+        attributes,
+        events: if failing {
+            vec![otlp::span::Event {
+                time_unix_nano: start + 2_000_000,
+                name: "exception".into(),
+                attributes: vec![
+                    text("exception.type", "java.lang.IllegalStateException"),
+                    text("exception.message", "inventory unavailable"),
+                    text("exception.stacktrace", STACK),
+                ],
+                dropped_attributes_count: 0,
+            }]
+        } else {
+            Vec::new()
+        },
+        status: Some(Status {
+            code: if failing { 2 } else { 0 },
+            message: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn spans() -> Vec<Span> {
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    text("service.name", "checkout"),
+                    text("service.version", "1.42.0"),
+                    text("service.namespace", "shop"),
+                    text("telemetry.sdk.language", "java"),
+                    text("telemetry.sdk.name", "opentelemetry"),
+                    text("telemetry.sdk.version", "1.44.1"),
+                    text("cloud.provider", "aws"),
+                    text("cloud.platform", "aws_eks"),
+                    text("cloud.region", "eu-west-1"),
+                    text("k8s.cluster.name", "prod"),
+                    text("k8s.namespace.name", "shop"),
+                    text("k8s.pod.name", "checkout-7d9c6b5f4-x2x9q"),
+                    text("container.id", "3f2b1c0d9e8a"),
+                    text("host.id", "i-0123456789abcdef0"),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "io.opentelemetry.netty-4.1".into(),
+                    version: "2.10.0".into(),
+                    ..Default::default()
+                }),
+                spans: (0..SPANS).map(span).collect(),
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    let decoded = otlp_proto::decode(Bytes::from(request.encode_to_vec())).expect("valid request");
+    assert_eq!(decoded.spans.len() as u64, SPANS);
+    decoded.spans
+}
+
+fn translate_all<M: Measurement>(
+    group: &mut BenchmarkGroup<'_, M>,
+    name: &str,
+    spans: &[&Span],
+    config: &TranslateConfig,
+) {
+    let now = UNIX_EPOCH + Duration::from_secs(NOW_SECS);
+    group.throughput(Throughput::Elements(spans.len() as u64));
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            for span in spans {
+                black_box(translate(black_box(span), config, now).ok());
+            }
+        })
+    });
+}
+
+fn bench(c: &mut Criterion) {
+    let spans = spans();
+    let all: Vec<&Span> = spans.iter().collect();
+    let by_kind: Vec<Vec<&Span>> = (0..KINDS.len())
+        .map(|kind| {
+            (0..SPANS)
+                .filter(|&n| kind_of(n) == kind)
+                .map(|n| &spans[n as usize])
+                .collect()
+        })
+        .collect();
+    let config = TranslateConfig::default();
+    let now = UNIX_EPOCH + Duration::from_secs(NOW_SECS);
+    for (label, spans) in KINDS.iter().zip(&by_kind) {
+        let bytes: usize = spans
+            .iter()
+            .map(|span| translate(span, &config, now).expect("translated").len())
+            .sum();
+        eprintln!("{label}: {} bytes a document", bytes / spans.len());
+    }
+    let index_all = TranslateConfig {
+        index_all_attributes: true,
+        ..TranslateConfig::default()
+    };
+
+    let mut group = c.benchmark_group("xray");
+    translate_all(&mut group, "translate", &all, &config);
+    translate_all(&mut group, "translate_index_all", &all, &index_all);
+    for (label, spans) in KINDS.iter().zip(&by_kind) {
+        translate_all(&mut group, label, spans, &config);
+    }
+    group.finish();
+}
+
+/// The kind of span `n`: one in 16 fails with an exception, the others
+/// cycle through an HTTP SERVER span, an HTTP CLIENT and a database CLIENT
+/// call.
+fn kind_of(n: u64) -> usize {
+    if n % 16 == 15 {
+        3
+    } else {
+        (n % 16 % 3) as usize
+    }
+}
+
+/// The span kinds of the mix, as `kind_of` numbers them.
+const KINDS: [&str; 4] = [
+    "http_server",
+    "http_client",
+    "db_client",
+    "http_server_exception",
+];
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

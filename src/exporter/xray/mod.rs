@@ -1,0 +1,426 @@
+//! Export of traces to AWS X-Ray.
+//!
+//! ```text
+//!  pipeline workers (one XrayConsumer each)        sender task (client.rs)
+//!  span ─► segment::translate ─► Document ─► SegmentQueue ─► batches of ≤ 50 ─► PutTraceSegments
+//!          (on the worker thread)              (one, bounded,   (size or interval,   (bounded concurrency,
+//!                                               drops oldest)    shutdown flush)      retries with back-off)
+//! ```
+//!
+//! Translation runs on the worker that already holds the span, so the
+//! request buffer its attributes borrow is read in place; only the owned
+//! JSON document crosses to the sender. While calls succeed but the queue
+//! is half full, its [`AdmissionGate`] makes receivers refuse new spans
+//! (backpressure) rather than the queue dropping them.
+
+pub mod client;
+pub mod config;
+pub mod segment;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use config::XrayConfig;
+use segment::TranslateConfig;
+
+use crate::exporter::{ExporterCounters, ExporterMetrics, reason};
+use crate::model::{Span, SpanId};
+use crate::pipeline::{AdmissionGate, SpanConsumer};
+
+/// The `exporter` label value of this exporter's series.
+pub const EXPORTER: &str = "xray";
+
+/// Why the X-Ray exporter could not start or a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum XrayError {
+    /// Neither the config nor the SDK's default chain names a region.
+    #[error("no aws region for the x-ray exporter: set exporters.xray.region or AWS_REGION")]
+    NoRegion,
+    /// A PutTraceSegments call failed as a whole.
+    #[error("PutTraceSegments failed{}: {message}", status.map(|s| format!(" with http {s}")).unwrap_or_default())]
+    Put {
+        /// Whether sending the same documents again may succeed
+        /// (throttling, server errors, timeouts, connection failures).
+        retryable: bool,
+        /// HTTP status, when a response arrived.
+        status: Option<u16>,
+        /// The SDK's description, with its causes.
+        message: String,
+    },
+}
+
+impl XrayError {
+    /// Whether sending the same documents again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Put {
+                retryable: true,
+                ..
+            }
+        )
+    }
+}
+
+/// One translated span, ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// The segment id (the span id), to match `UnprocessedTraceSegments`.
+    pub id: SpanId,
+    /// The segment document, as PutTraceSegments takes it.
+    pub json: String,
+}
+
+/// The one bounded queue between all workers and the sender.
+#[derive(Debug)]
+pub(crate) struct SegmentQueue {
+    docs: Mutex<VecDeque<Document>>,
+    capacity: usize,
+    batch_size: usize,
+    /// Closed above half full while calls succeed (`backpressure`).
+    gate: Option<Arc<AdmissionGate>>,
+    /// Whether the last call succeeded; after a failure the queue sheds
+    /// instead of holding receivers back.
+    healthy: AtomicBool,
+    /// Woken when a full batch is waiting.
+    ready: Notify,
+    /// Documents taken by the sender and not yet sent, failed or dropped.
+    in_flight: AtomicU64,
+    counters: ExporterCounters,
+    warned_full: AtomicBool,
+}
+
+impl SegmentQueue {
+    pub(crate) fn new(
+        capacity: usize,
+        batch_size: usize,
+        gate: Option<Arc<AdmissionGate>>,
+        counters: ExporterCounters,
+    ) -> Self {
+        Self {
+            docs: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            capacity,
+            batch_size,
+            gate,
+            healthy: AtomicBool::new(true),
+            ready: Notify::new(),
+            in_flight: AtomicU64::new(0),
+            counters,
+            warned_full: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Document>> {
+        // Pushes and pops leave the deque consistent even if a holder panicked.
+        self.docs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends `docs` (emptying it), dropping the oldest queued documents
+    /// when there is no room.
+    pub(crate) fn push(&self, docs: &mut Vec<Document>) {
+        if docs.is_empty() {
+            return;
+        }
+        let mut dropped = 0u64;
+        let len = {
+            let mut queue = self.lock();
+            let overflow = (queue.len() + docs.len()).saturating_sub(self.capacity);
+            if overflow > 0 {
+                // Oldest first: the queue's head, then the head of `docs`.
+                let from_queue = overflow.min(queue.len());
+                queue.drain(..from_queue);
+                docs.drain(..overflow - from_queue);
+                dropped = overflow as u64;
+            }
+            queue.extend(docs.drain(..));
+            self.counters.queue_depth.set(queue.len() as i64);
+            self.regulate(queue.len());
+            queue.len()
+        };
+        if dropped > 0 {
+            self.counters.queue_full.inc_by(dropped);
+            if !self.warned_full.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    exporter = EXPORTER,
+                    capacity = self.capacity,
+                    "x-ray queue full, dropping the oldest segments; counted in tracemap_exporter_dropped_total{{reason=\"queue_full\"}}"
+                );
+            }
+        }
+        if len >= self.batch_size {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Up to `max` documents from the head, if at least `min` (and one) are queued.
+    pub(crate) fn take(&self, min: usize, max: usize) -> Option<Vec<Document>> {
+        let mut queue = self.lock();
+        if queue.is_empty() || queue.len() < min {
+            return None;
+        }
+        let count = max.min(queue.len());
+        let batch: Vec<Document> = queue.drain(..count).collect();
+        self.counters.queue_depth.set(queue.len() as i64);
+        self.regulate(queue.len());
+        // Counted before the lock is released, so a document is always
+        // either queued or in flight for the shutdown accounting.
+        self.in_flight
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Some(batch)
+    }
+
+    /// Closes the gate at half full while calls succeed, opens it at three
+    /// eighths (receivers waiting `enqueue_timeout` mostly get in) or after
+    /// a failure. Called under the queue lock, so decisions follow the depth
+    /// in order.
+    fn regulate(&self, len: usize) {
+        let Some(gate) = &self.gate else { return };
+        if !self.healthy.load(Ordering::Relaxed) || len <= self.capacity * 3 / 8 {
+            gate.open();
+        } else if len >= self.capacity / 2 {
+            gate.close();
+        }
+    }
+
+    /// Records whether the last call succeeded; a failure releases receivers.
+    pub(crate) fn set_healthy(&self, healthy: bool) {
+        if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+            let queue = self.lock();
+            self.regulate(queue.len());
+        }
+    }
+
+    /// Documents queued now.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Marks `count` in-flight documents as settled (sent, failed).
+    pub(crate) fn settle(&self, count: usize) {
+        self.in_flight.fetch_sub(count as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn counters(&self) -> &ExporterCounters {
+        &self.counters
+    }
+
+    /// Returns once a full batch may be waiting (a wake-up is never lost).
+    pub(crate) async fn full_batch(&self) {
+        self.ready.notified().await;
+    }
+}
+
+/// Translates one shard's spans and queues the documents; one per worker.
+pub struct XrayConsumer {
+    queue: Arc<SegmentQueue>,
+    translate: Arc<TranslateConfig>,
+    /// Reused between batches, so queueing allocates nothing per call.
+    pending: Vec<Document>,
+}
+
+impl SpanConsumer for XrayConsumer {
+    fn consume(&mut self, spans: &[Span]) {
+        let now = SystemTime::now();
+        for span in spans {
+            match segment::translate(span, &self.translate, now) {
+                Ok(json) => self.pending.push(Document {
+                    id: span.span_id,
+                    json,
+                }),
+                Err(why) => self.queue.counters().dropped(why.as_label(), 1),
+            }
+        }
+        self.queue.push(&mut self.pending);
+    }
+}
+
+/// What the exporter did over its life, reported at shutdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XrayReport {
+    /// Segments X-Ray accepted.
+    pub sent: u64,
+    /// Segments refused or given up after the last retry.
+    pub failed: u64,
+    /// Segments still queued or in flight at the deadline, now lost.
+    pub lost_at_shutdown: u64,
+}
+
+/// A running X-Ray exporter: the shared queue and its sender task.
+pub struct XrayExporter {
+    queue: Arc<SegmentQueue>,
+    gate: Arc<AdmissionGate>,
+    translate: Arc<TranslateConfig>,
+    stop: CancellationToken,
+    sender: JoinHandle<()>,
+}
+
+impl XrayExporter {
+    /// Resolves region and credentials through the AWS SDK's default chain
+    /// (and `role_arn`), then starts the sender task.
+    pub async fn start(
+        config: &XrayConfig,
+        metrics: &Arc<ExporterMetrics>,
+    ) -> Result<Self, XrayError> {
+        let client = client::SdkClient::connect(config).await?;
+        tracing::info!(
+            exporter = EXPORTER,
+            region = client.region(),
+            endpoint = config.endpoint,
+            "x-ray exporter started"
+        );
+        Ok(Self::with_client(config, client, metrics))
+    }
+
+    /// Starts the sender with any PutTraceSegments implementation.
+    pub(crate) fn with_client<C: client::PutSegments>(
+        config: &XrayConfig,
+        client: C,
+        metrics: &Arc<ExporterMetrics>,
+    ) -> Self {
+        let counters = metrics.exporter(EXPORTER);
+        let gate = Arc::new(AdmissionGate::default());
+        let queue = Arc::new(SegmentQueue::new(
+            config.max_queue,
+            config.batch_size,
+            config.backpressure.then(|| gate.clone()),
+            counters,
+        ));
+        let stop = CancellationToken::new();
+        let sender = client::Sender::new(config, client, queue.clone());
+        let sender = tokio::spawn(sender.run(stop.clone()));
+        Self {
+            queue,
+            gate,
+            translate: Arc::new(config.translate.clone()),
+            stop,
+            sender,
+        }
+    }
+
+    /// The gate receivers wait on while the queue runs behind
+    /// (`backpressure`); never closed when that is off.
+    pub fn admission_gate(&self) -> Arc<AdmissionGate> {
+        self.gate.clone()
+    }
+
+    /// A consumer for one pipeline worker; all of them share the queue.
+    pub fn consumer(&self) -> XrayConsumer {
+        XrayConsumer {
+            queue: self.queue.clone(),
+            translate: self.translate.clone(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Sends everything queued (partial batches too), waits for in-flight
+    /// calls and their retries, all before `deadline`; what is left then is
+    /// counted as dropped (`reason="shutdown"`) and reported.
+    pub async fn shutdown(self, deadline: Instant) -> XrayReport {
+        self.stop.cancel();
+        let mut sender = self.sender;
+        if tokio::time::timeout_at(deadline, &mut sender)
+            .await
+            .is_err()
+        {
+            // Aborting the sender aborts its calls (they live in its JoinSet).
+            sender.abort();
+            let _ = sender.await;
+        }
+        let lost = self.queue.len() as u64 + self.queue.in_flight.load(Ordering::Relaxed);
+        let counters = self.queue.counters();
+        if lost > 0 {
+            counters.dropped(reason::SHUTDOWN, lost);
+        }
+        XrayReport {
+            sent: counters.sent.get(),
+            failed: counters.failed_total(),
+            lost_at_shutdown: lost,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+
+    fn doc(id: u64) -> Document {
+        Document {
+            id: SpanId::from_bytes(id.to_be_bytes()),
+            json: format!("{{\"id\":\"{id:016x}\"}}"),
+        }
+    }
+
+    fn ids(docs: &[Document]) -> Vec<u64> {
+        docs.iter()
+            .map(|d| u64::from_be_bytes(d.id.to_bytes()))
+            .collect()
+    }
+
+    fn queue(capacity: usize, batch_size: usize) -> SegmentQueue {
+        let metrics = ExporterMetrics::register(&mut Registry::default());
+        SegmentQueue::new(capacity, batch_size, None, metrics.exporter(EXPORTER))
+    }
+
+    #[test]
+    fn full_queue_drops_oldest_and_counts() {
+        let queue = queue(5, 2);
+        queue.push(&mut (1..=4).map(doc).collect());
+        queue.push(&mut (5..=7).map(doc).collect());
+        assert_eq!(queue.counters().queue_full.get(), 2);
+        assert_eq!(queue.counters().queue_depth.get(), 5);
+        // A push larger than the whole queue keeps only its newest documents.
+        queue.push(&mut (8..=14).map(doc).collect());
+        assert_eq!(queue.counters().queue_full.get(), 2 + 7);
+        let batch = queue.take(1, 50).unwrap();
+        assert_eq!(ids(&batch), [10, 11, 12, 13, 14]);
+        assert_eq!(queue.counters().queue_depth.get(), 0);
+        assert_eq!(queue.in_flight.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn gate_closes_at_half_full_while_healthy_and_opens_at_three_eighths() {
+        let metrics = ExporterMetrics::register(&mut Registry::default());
+        let gate = Arc::new(AdmissionGate::default());
+        let queue = SegmentQueue::new(16, 2, Some(gate.clone()), metrics.exporter(EXPORTER));
+        queue.push(&mut (1..=7).map(doc).collect());
+        assert!(!gate.is_closed());
+        queue.push(&mut (8..=8).map(doc).collect());
+        assert!(gate.is_closed(), "8 of 16");
+        queue.take(1, 1).unwrap();
+        assert!(gate.is_closed(), "7 of 16: hysteresis");
+        queue.take(1, 1).unwrap();
+        assert!(!gate.is_closed(), "6 of 16");
+        queue.push(&mut (9..=10).map(doc).collect());
+        assert!(gate.is_closed());
+        // A failing X-Ray must not hold receivers (and the graph) back.
+        queue.set_healthy(false);
+        assert!(!gate.is_closed());
+        queue.push(&mut (11..=20).map(doc).collect());
+        assert!(!gate.is_closed(), "sheds instead");
+        assert_eq!(queue.counters().queue_full.get(), 2);
+        queue.set_healthy(true);
+        assert!(gate.is_closed());
+    }
+
+    #[test]
+    fn take_respects_min_and_max() {
+        let queue = queue(100, 3);
+        queue.push(&mut (1..=2).map(doc).collect());
+        assert!(queue.take(3, 3).is_none());
+        queue.push(&mut (3..=7).map(doc).collect());
+        assert_eq!(ids(&queue.take(3, 3).unwrap()), [1, 2, 3]);
+        assert_eq!(ids(&queue.take(3, 3).unwrap()), [4, 5, 6]);
+        assert!(queue.take(3, 3).is_none());
+        assert_eq!(ids(&queue.take(1, 3).unwrap()), [7]);
+        assert!(queue.take(1, 3).is_none());
+    }
+}
