@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test tracemap has, installing the real peers the
-# tests talk to. Needs only the Rust toolchain, Python 3.11 and Node.js
-# with npm (for the Grafana dashboard check).
+# tests talk to. Needs the Rust toolchain, Python 3.11 and Node.js 20 with
+# npm (Chromium comes from apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +51,26 @@ cargo test --all-targets --locked --no-fail-fast
 
 step "release binary built the way deploy/Dockerfile builds it, then run (tests/deploy/dockerfile_build.py)"
 .venv/bin/python tests/deploy/dockerfile_build.py ${HADOLINT:+--hadolint "$HADOLINT"}
+
+step "browser tests: Debian's Chromium driven by playwright-core (tests/browser/)"
+# Installed only when missing; without it the tests skip loudly, and under
+# CI they fail.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ||
+      echo "could not install chromium with apt-get" >&2
+  else
+    echo "chromium is missing and this shell cannot apt-get install it" >&2
+  fi
+fi
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+# web/vendor/ holds exactly the npm versions pinned in tests/browser/package.json.
+cmp web/vendor/cytoscape.min.js tests/browser/node_modules/cytoscape/dist/cytoscape.min.js
+cmp web/vendor/cytoscape-dagre.min.js tests/browser/node_modules/cytoscape-dagre/dist/cytoscape-dagre.min.js
+cargo build --locked --quiet
+export TRACEMAP_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tracemap"
+timeout 900 node --test --test-concurrency=1 tests/browser/map.test.mjs tests/browser/scale.test.mjs
+echo "screenshots and page-load figures: ${CARGO_TARGET_DIR:-target}/browser/"
 
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet

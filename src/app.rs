@@ -1,7 +1,8 @@
 //! Builds receivers, pipeline, exporters and API from a valid config, and
 //! owns the staged shutdown: readiness off → receivers stop and finish
-//! in-flight requests → queues drain and consumers flush → exporters send
-//! what they queued (agents: gateway queues flush) → API server stops.
+//! in-flight requests → queues drain and consumers flush → the history
+//! store writes the last minutes while exporters send what they queued
+//! (agents: gateway queues flush) → API server stops.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,12 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Mode, ValidConfig};
 use crate::exporter::ExporterMetrics;
+use crate::exporter::cloudwatch::{CloudWatchError, CloudWatchExporter};
 use crate::exporter::forward::{ForwardError, Forwarder};
 use crate::exporter::prometheus::ServiceGraphCollector;
 use crate::exporter::xray::{XrayError, XrayExporter};
-use crate::graph::Graph;
+use crate::graph::{Graph, unix_minute};
 use crate::pipeline::{ConsumerFactory, DrainReport, Pipeline, PipelineError, SpanConsumer};
 use crate::receiver::{ReceiverMetrics, otlp_grpc, otlp_http};
+use crate::store::{History, Store, StoreMetrics};
 use crate::web::{self, Readiness};
 
 /// Why the collector could not start or stop cleanly.
@@ -52,6 +55,9 @@ pub enum AppError {
     /// The X-Ray exporter could not start.
     #[error("cannot start the x-ray exporter")]
     Xray(#[source] XrayError),
+    /// The CloudWatch exporter could not start.
+    #[error("cannot start the cloudwatch exporter")]
+    CloudWatch(#[source] CloudWatchError),
     /// Agent forwarding could not start.
     #[error("cannot start forwarding to gateways")]
     Forward(#[from] ForwardError),
@@ -74,8 +80,11 @@ pub struct App {
     pub addrs: BoundAddrs,
     /// The live service graph.
     pub graph: Graph,
+    /// The graph with its stored history.
+    pub history: History,
     pipeline: Pipeline,
     xray: Option<XrayExporter>,
+    cloudwatch: Option<CloudWatchExporter>,
     forwarder: Option<Forwarder>,
     readiness: Arc<Readiness>,
     stop_receivers: CancellationToken,
@@ -120,6 +129,23 @@ impl App {
         };
         let graph = Graph::new(config.graph.clone(), config.pipeline.worker_count());
         registry.register_collector(Box::new(ServiceGraphCollector::new(graph.clone())));
+        let store_metrics = StoreMetrics::register(&mut registry);
+        let store = open_store(config, &graph, store_metrics).await;
+        let history = History::new(graph.clone(), store);
+        // Reads the graph; in agent mode only the kept local graph, if any.
+        let cloudwatch = match config.exporters.cloudwatch.enabled {
+            true => Some(
+                CloudWatchExporter::start(
+                    &config.exporters.cloudwatch,
+                    graph.clone(),
+                    &exporter_metrics,
+                    &mut registry,
+                )
+                .await
+                .map_err(AppError::CloudWatch)?,
+            ),
+            false => None,
+        };
         let shard_graph = graph.clone();
         let consumers = |shard: usize| {
             let mut consumers: Vec<Box<dyn SpanConsumer>> =
@@ -187,7 +213,7 @@ impl App {
             });
             receivers.push(("otlp_http", task));
         }
-        let api_router = web::router(Arc::new(registry), readiness.clone(), graph.clone());
+        let api_router = web::router(Arc::new(registry), readiness.clone(), history.clone());
         let api_stop = stop_api.clone().cancelled_owned();
         let api = tokio::spawn(async move {
             axum::serve(api_listener, api_router)
@@ -207,8 +233,10 @@ impl App {
         Ok(Self {
             addrs,
             graph,
+            history,
             pipeline,
             xray,
+            cloudwatch,
             forwarder,
             readiness,
             stop_receivers,
@@ -231,8 +259,21 @@ impl App {
             }
         }
         let report = self.pipeline.drain(deadline).await;
-        // After the drain: the workers' last spans are queued by now. Both
-        // exporters flush side by side against the one deadline.
+        // After the drain: the workers' last spans are queued by now. The
+        // store and the exporters flush side by side against one deadline.
+        let flush_store = async {
+            if let Some(store) = self.history.store().cloned() {
+                let graph = self.graph.clone();
+                let std_deadline = deadline.into_std();
+                let flush = tokio::task::spawn_blocking(move || {
+                    graph.flush_to_sink(Instant::now(), unix_minute(std::time::SystemTime::now()));
+                    store.close(std_deadline);
+                });
+                if tokio::time::timeout_at(deadline, flush).await.is_err() {
+                    tracing::warn!("history store did not finish writing before the deadline");
+                }
+            }
+        };
         let flush_xray = async {
             if let Some(xray) = self.xray {
                 let xray = xray.shutdown(deadline).await;
@@ -263,12 +304,75 @@ impl App {
                 }
             }
         };
-        tokio::join!(flush_xray, flush_forward);
+        // The graph is final once the pipeline drained: the last minute goes out now.
+        let flush_cloudwatch = async {
+            if let Some(cloudwatch) = self.cloudwatch {
+                let report = cloudwatch.shutdown(deadline).await;
+                if report.lost_at_shutdown > 0 {
+                    tracing::warn!(
+                        exporter = "cloudwatch",
+                        sent = report.sent,
+                        failed = report.failed,
+                        lost = report.lost_at_shutdown,
+                        "cloudwatch exporter could not send everything before the deadline"
+                    );
+                } else {
+                    tracing::info!(
+                        exporter = "cloudwatch",
+                        sent = report.sent,
+                        failed = report.failed,
+                        lost = 0,
+                        "cloudwatch exporter flushed"
+                    );
+                }
+            }
+        };
+        tokio::join!(flush_store, flush_xray, flush_cloudwatch, flush_forward);
         self.stop_api.cancel();
         if tokio::time::timeout_at(deadline, self.api).await.is_err() {
             tracing::warn!("api server did not stop before the deadline");
         }
         Ok(report?)
+    }
+}
+
+/// Opens the history store and attaches it to the graph; a store that
+/// cannot be used leaves the collector in memory-only mode, never stopped.
+async fn open_store(config: &ValidConfig, graph: &Graph, metrics: StoreMetrics) -> Option<Store> {
+    let storage = &config.storage;
+    if !storage.enabled {
+        tracing::info!(
+            "history store disabled (storage.enabled = false); windows reach graph.retention"
+        );
+        return None;
+    }
+    let (storage, shards, memory) = (storage.clone(), graph.shard_count(), config.graph.retention);
+    let degraded = metrics.degraded.clone();
+    let opened =
+        tokio::task::spawn_blocking(move || Store::open(&storage, shards, memory, metrics)).await;
+    match opened {
+        Ok(Ok(store)) => {
+            graph.attach(
+                store.sink(),
+                Instant::now(),
+                unix_minute(std::time::SystemTime::now()),
+            );
+            tracing::info!(path = %store.path().display(), epoch = store.epoch(), "history store open");
+            Some(store)
+        }
+        Ok(Err(err)) => {
+            degraded.set(1);
+            tracing::error!(
+                error = %crate::store::error_chain(&err),
+                "history store unavailable: the graph is kept in memory only (tracemap_store_degraded = 1)"
+            );
+            None
+        }
+        Err(err) => {
+            degraded.set(1);
+            tracing::error!(error = %err, "opening the history store panicked: memory only");
+            None
+        }
     }
 }
 

@@ -16,13 +16,21 @@
 //! - [`pipeline`] routes spans by a hash of their trace id to per-shard
 //!   workers through bounded queues; when full, receivers refuse with
 //!   UNAVAILABLE / 503 so clients retry.
+//! - [`graph`] pairs halves into edges and keeps per-minute statistics in
+//!   memory for `graph.retention`; [`store`] persists those minutes in an
+//!   embedded SQLite file (written off the pipeline by one thread), and
+//!   [`store::History`] answers windows across memory and the store.
 //! - [`exporter`] turns spans and the graph into outside formats: Prometheus
 //!   series, and X-Ray segment documents sent through a bounded queue with
-//!   batching and retries ([`exporter::xray`]); in agent mode (`mode: agent`)
+//!   batching and retries ([`exporter::xray`]), and each minute of the graph
+//!   as CloudWatch metrics, EMF log events or PutMetricData
+//!   ([`exporter::cloudwatch`]); in agent mode (`mode: agent`)
 //!   [`exporter::forward`] sends every span to a gateway chosen by a
 //!   rendezvous hash of its trace id, so both halves of every call meet in
 //!   one gateway's graph.
-//! - [`web`] serves `/healthz`, `/readyz` and Prometheus `/metrics`.
+//! - [`web`] serves the graph, series and diff APIs, `/healthz`, `/readyz`,
+//!   Prometheus `/metrics`, and the web map at `/` ([`web::ui`]: a page
+//!   compiled into the binary from `web/`, drawn with vendored Cytoscape.js).
 //! - [`app`] wires the stages and owns the staged, deadline-bound shutdown.
 //! - [`config`] is the YAML file, `TRACEMAP_*` overrides and validation.
 //! - [`map`] is `tracemap map`, the terminal client of the graph API.
@@ -45,5 +53,6 @@ pub mod pipeline;
 pub mod receiver;
 pub mod shutdown;
 pub mod spanmetrics;
+pub mod store;
 pub mod telemetry;
 pub mod web;

@@ -2,8 +2,10 @@
 //!
 //! The command is a thin client of the API's `/api/v1/graph` family: `dot`,
 //! `mermaid` and `json` print what the server renders, and `table` turns the
-//! JSON graph into an edge table and a per-service summary. Rendering is
-//! pure (a [`Graph`] in, a `String` out) so it is tested without a network.
+//! JSON graph into an edge table and a per-service summary. With `--diff`
+//! it reads `/api/v1/diff` instead and prints what changed against a
+//! baseline window. Rendering is pure (a [`Graph`] or [`Diff`] in, a
+//! `String` out) so it is tested without a network.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -63,6 +65,12 @@ pub struct MapArgs {
     /// When to colour high error rates; `auto` colours only when standard output is a terminal.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t)]
     pub color: ColorChoice,
+    /// Compare with a baseline window of the same length: an offset back
+    /// such as `1d` or `2h`, or its start in RFC 3339 (a deploy time).
+    /// Tables mark new (+), vanished (-) and regressed (!) edges; other
+    /// formats print the diff API's JSON.
+    #[arg(long, value_name = "BASELINE")]
+    pub diff: Option<String>,
 }
 
 /// Output formats of `tracemap map`.
@@ -289,17 +297,33 @@ pub async fn run(args: MapArgs, out: &mut impl std::io::Write) -> Result<(), Map
         url: base_url.clone(),
         source,
     })?;
-    let path = match args.format {
-        MapFormat::Table | MapFormat::Json => "/api/v1/graph",
-        MapFormat::Dot => "/api/v1/graph.dot",
-        MapFormat::Mermaid => "/api/v1/graph.mermaid",
+    let colour = match args.color {
+        ColorChoice::Auto => std::io::stdout().is_terminal(),
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
     };
-    let url = endpoint(&base, path, &args.query());
+    let path = match (args.format, &args.diff) {
+        (_, Some(_)) => "/api/v1/diff",
+        (MapFormat::Table | MapFormat::Json, None) => "/api/v1/graph",
+        (MapFormat::Dot, None) => "/api/v1/graph.dot",
+        (MapFormat::Mermaid, None) => "/api/v1/graph.mermaid",
+    };
+    let mut query = args.query();
+    if let Some(baseline) = &args.diff {
+        query.push(baseline_param(baseline));
+    }
+    let url = endpoint(&base, path, &query);
     let body = fetch(&client, &base_url, url.clone()).await?;
 
-    let text = match args.format {
-        MapFormat::Dot | MapFormat::Mermaid => with_final_newline(body),
-        MapFormat::Json => {
+    let text = match (args.format, &args.diff) {
+        (MapFormat::Table, Some(_)) => {
+            let diff: Diff = serde_json::from_str(&body).map_err(|source| MapError::Decode {
+                url: url.to_string(),
+                source,
+            })?;
+            render_diff(&diff, colour)
+        }
+        (_, Some(_)) => {
             serde_json::from_str::<serde::de::IgnoredAny>(&body).map_err(|source| {
                 MapError::Decode {
                     url: url.to_string(),
@@ -308,23 +332,41 @@ pub async fn run(args: MapArgs, out: &mut impl std::io::Write) -> Result<(), Map
             })?;
             pretty_json(&body)
         }
-        MapFormat::Table => {
-            let graph: Graph = serde_json::from_str(&body).map_err(|source| MapError::Decode {
-                url: url.to_string(),
-                source,
-            })?;
-            let colour = match args.color {
-                ColorChoice::Auto => std::io::stdout().is_terminal(),
-                ColorChoice::Always => true,
-                ColorChoice::Never => false,
-            };
-            render_table(&graph, &args.window_label(&graph), colour)
-        }
+        (format, None) => match format {
+            MapFormat::Dot | MapFormat::Mermaid => with_final_newline(body),
+            MapFormat::Json => {
+                serde_json::from_str::<serde::de::IgnoredAny>(&body).map_err(|source| {
+                    MapError::Decode {
+                        url: url.to_string(),
+                        source,
+                    }
+                })?;
+                pretty_json(&body)
+            }
+            MapFormat::Table => {
+                let graph: Graph =
+                    serde_json::from_str(&body).map_err(|source| MapError::Decode {
+                        url: url.to_string(),
+                        source,
+                    })?;
+                render_table(&graph, &args.window_label(&graph), colour)
+            }
+        },
     };
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         // `tracemap map | head` closing the pipe early is not a failure.
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         result => result.map_err(MapError::Write),
+    }
+}
+
+/// The diff API's parameter for `--diff`: a time is the baseline's start,
+/// anything else an offset (the server names it if it does not parse).
+fn baseline_param(baseline: &str) -> (&'static str, &str) {
+    if humantime::parse_rfc3339_weak(baseline).is_ok() {
+        ("baseline_start", baseline)
+    } else {
+        ("baseline_offset", baseline)
     }
 }
 
@@ -523,6 +565,185 @@ pub fn render_table(graph: &Graph, window: &str, colour: bool) -> String {
     if !graph.nodes.is_empty() {
         out.push('\n');
         render_nodes(&mut out, &graph.nodes, colour);
+    }
+    out
+}
+
+/// What `GET /api/v1/diff` returns.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Diff {
+    /// The current window.
+    pub window: Window,
+    /// The baseline window.
+    pub baseline: Window,
+    /// Every edge of either window.
+    #[serde(default)]
+    pub edges: Vec<DiffEdge>,
+}
+
+/// One edge of a diff.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct DiffEdge {
+    /// Client service.
+    pub source: String,
+    /// Server service.
+    pub target: String,
+    /// Empty, `database`, `messaging_system` or `virtual_node`.
+    #[serde(default)]
+    pub connection_type: String,
+    /// `new`, `vanished`, `regressed`, `improved` or `unchanged`.
+    pub change: String,
+    /// What moved: `error_rate`, `p99`.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// Numbers now; absent when vanished.
+    pub current: Option<DiffSide>,
+    /// Numbers in the baseline; absent when new.
+    pub baseline: Option<DiffSide>,
+}
+
+/// An edge's numbers in one window of a diff.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+pub struct DiffSide {
+    /// Requests.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// `errors / requests`.
+    pub error_rate: f64,
+    /// Server-side p99, ms.
+    pub p99_ms: f64,
+}
+
+/// Order of changes in the table, worst first, and their markers.
+const CHANGES: [(&str, &str); 5] = [
+    ("regressed", "!"),
+    ("new", "+"),
+    ("vanished", "-"),
+    ("improved", " "),
+    ("unchanged", " "),
+];
+
+const CHANGE_W: usize = 9;
+const WHY_W: usize = 7;
+
+/// Renders a diff as a table within 120 columns: a marker column (`!`
+/// regressed, `+` new, `-` vanished), then each edge's numbers now and in
+/// the baseline, worst changes first.
+pub fn render_diff(diff: &Diff, colour: bool) -> String {
+    let rank = |change: &str| {
+        CHANGES
+            .iter()
+            .position(|(c, _)| *c == change)
+            .unwrap_or(CHANGES.len())
+    };
+    let mut edges: Vec<&DiffEdge> = diff.edges.iter().collect();
+    let requests = |e: &DiffEdge| e.current.or(e.baseline).map_or(0, |s| s.requests);
+    edges.sort_by(|a, b| {
+        rank(&a.change)
+            .cmp(&rank(&b.change))
+            .then_with(|| requests(b).cmp(&requests(a)))
+            .then_with(|| a.source.cmp(&b.source))
+            .then_with(|| a.target.cmp(&b.target))
+    });
+    let counts: Vec<String> = CHANGES
+        .iter()
+        .map(|(change, _)| {
+            let n = edges.iter().filter(|e| e.change == *change).count();
+            format!("{n} {change}")
+        })
+        .collect();
+    let mut out = String::new();
+    let header = format!(
+        "changes {} → {} against {} → {}",
+        diff.window.start, diff.window.end, diff.baseline.start, diff.baseline.end,
+    );
+    out.push_str(&truncate(&header, MAX_WIDTH));
+    out.push('\n');
+    out.push_str(&counts.join(", "));
+    out.push('\n');
+    if edges.is_empty() {
+        out.push_str("no edges in either window\n");
+        return out;
+    }
+    out.push('\n');
+    let fixed = 1
+        + GAP.len()
+        + CHANGE_W
+        + GAP.len()
+        + ARROW.chars().count()
+        + GAP.len()
+        + TYPE_W
+        + 2 * (GAP.len() + REQ_W - 1)
+        + 2 * (GAP.len() + ERR_W)
+        + 2 * (GAP.len() + LAT_W)
+        + GAP.len()
+        + WHY_W;
+    let (client_w, server_w) = split_width(
+        widest("CLIENT", edges.iter().map(|e| e.source.as_str())),
+        widest("SERVER", edges.iter().map(|e| e.target.as_str())),
+        MAX_WIDTH - fixed,
+    );
+    let req_w = REQ_W - 1;
+    let _ = writeln!(
+        out,
+        " {GAP}{:<CHANGE_W$}{GAP}{:<client_w$}{}{:<server_w$}{GAP}{:<TYPE_W$}{GAP}{:>req_w$}{GAP}{:>req_w$}\
+         {GAP}{:>ERR_W$}{GAP}{:>ERR_W$}{GAP}{:>LAT_W$}{GAP}{:>LAT_W$}{GAP}WHY",
+        "CHANGE",
+        "CLIENT",
+        " ".repeat(ARROW.chars().count()),
+        "SERVER",
+        "TYPE",
+        "REQ",
+        "BEFORE",
+        "ERR%",
+        "BEFORE",
+        "p99",
+        "BEFORE",
+    );
+    let cells = |side: Option<DiffSide>| match side {
+        None => ("-".to_owned(), format!("{:>ERR_W$}", "-"), "-".to_owned()),
+        Some(s) => (
+            format_count(s.requests),
+            error_cell(s.requests, s.error_rate, false),
+            if s.requests == 0 {
+                "-".to_owned()
+            } else {
+                format_ms(s.p99_ms)
+            },
+        ),
+    };
+    for edge in edges {
+        let marker = CHANGES
+            .iter()
+            .find(|(c, _)| *c == edge.change)
+            .map_or(" ", |(_, m)| m);
+        let (req_now, err_now, p99_now) = cells(edge.current);
+        let (req_then, err_then, p99_then) = cells(edge.baseline);
+        let why: Vec<&str> = edge
+            .reasons
+            .iter()
+            .map(|r| if r == "error_rate" { "err" } else { r.as_str() })
+            .collect();
+        let line = format!(
+            "{marker}{GAP}{:<CHANGE_W$}{GAP}{:<client_w$}{ARROW}{:<server_w$}{GAP}{:<TYPE_W$}{GAP}{:>req_w$}\
+             {GAP}{:>req_w$}{GAP}{err_now}{GAP}{err_then}{GAP}{:>LAT_W$}{GAP}{:>LAT_W$}{GAP}{}",
+            truncate(&edge.change, CHANGE_W),
+            truncate(&edge.source, client_w),
+            truncate(&edge.target, server_w),
+            truncate(connection_label(&edge.connection_type), TYPE_W),
+            req_now,
+            req_then,
+            p99_now,
+            p99_then,
+            truncate(&why.join(","), WHY_W),
+        );
+        let line = line.trim_end();
+        if colour && edge.change == "regressed" {
+            let _ = writeln!(out, "{RED}{line}{RESET}");
+        } else {
+            let _ = writeln!(out, "{line}");
+        }
     }
     out
 }
@@ -814,6 +1035,29 @@ mod tests {
     const EMPTY: &str = r#"{"window": {"start": "2025-06-01T10:00:00Z", "end": "2025-06-01T10:05:00Z"},
                            "nodes": [], "edges": []}"#;
 
+    const DIFF: &str = r#"{
+      "window": {"start": "2025-06-02T10:00:00Z", "end": "2025-06-02T10:15:00Z"},
+      "baseline": {"start": "2025-06-01T10:00:00Z", "end": "2025-06-01T10:15:00Z"},
+      "edges": [
+        {"source": "checkout", "target": "payments-authorization-gateway-with-a-very-long-kubernetes-deployment-name-v2-canary-eu-west-1",
+         "connection_type": "", "change": "unchanged", "reasons": [],
+         "current": {"requests": 250, "errors": 1, "error_rate": 0.004, "p99_ms": 45},
+         "baseline": {"requests": 240, "errors": 1, "error_rate": 0.004, "p99_ms": 44}},
+        {"source": "checkout", "target": "postgres", "connection_type": "database", "change": "improved",
+         "reasons": ["p99"],
+         "current": {"requests": 900, "errors": 0, "error_rate": 0, "p99_ms": 2.5},
+         "baseline": {"requests": 880, "errors": 0, "error_rate": 0, "p99_ms": 9}},
+        {"source": "checkout", "target": "fraud", "connection_type": "", "change": "new", "reasons": [],
+         "current": {"requests": 12, "errors": 0, "error_rate": 0, "p99_ms": 30}, "baseline": null},
+        {"source": "checkout", "target": "legacy", "connection_type": "", "change": "vanished", "reasons": [],
+         "current": null, "baseline": {"requests": 130000, "errors": 2, "error_rate": 0.0000154, "p99_ms": 1300}},
+        {"source": "frontend", "target": "checkout", "connection_type": "", "change": "regressed",
+         "reasons": ["error_rate", "p99"],
+         "current": {"requests": 250, "errors": 25, "error_rate": 0.1, "p99_ms": 1204},
+         "baseline": {"requests": 260, "errors": 1, "error_rate": 0.0038, "p99_ms": 310}}
+      ]
+    }"#;
+
     const DOT: &str = "digraph tracemap {\n  \"frontend\" -> \"checkout\";\n}\n";
     const MERMAID: &str = "flowchart LR\n  frontend --> checkout";
 
@@ -964,6 +1208,84 @@ mod tests {
         assert_eq!(
             render_table(&graph, "in the last 5m", false),
             "no edges in the last 5m\n"
+        );
+    }
+
+    #[test]
+    fn diff_table_marks_changes_worst_first_within_120_columns() {
+        let diff: Diff = serde_json::from_str(DIFF).expect("the diff contract");
+        let table = render_diff(&diff, false);
+        assert_fits(&table);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "changes 2025-06-02T10:00:00Z → 2025-06-02T10:15:00Z against 2025-06-01T10:00:00Z → \
+             2025-06-01T10:15:00Z"
+        );
+        assert_eq!(
+            lines[1],
+            "1 regressed, 1 new, 1 vanished, 1 improved, 1 unchanged"
+        );
+        assert!(lines[3].starts_with("   CHANGE"), "{table}");
+        assert!(lines[3].ends_with("WHY"), "{table}");
+        let rows = &lines[4..];
+        let starts: Vec<&str> = rows.iter().map(|l| &l[..12]).collect();
+        assert_eq!(
+            starts,
+            [
+                "!  regressed",
+                "+  new      ",
+                "-  vanished ",
+                "   improved ",
+                "   unchanged"
+            ],
+            "{table}"
+        );
+        let regressed = rows[0];
+        for cell in [
+            "frontend",
+            "→ checkout",
+            "250",
+            "260",
+            "10.0%",
+            "0.4%",
+            "1.20s",
+            "310ms",
+            "err,p99",
+        ] {
+            assert!(
+                regressed.contains(cell),
+                "{cell} missing from {regressed:?}"
+            );
+        }
+        assert!(
+            rows[1].ends_with("30ms        -"),
+            "nothing before a new edge: {:?}",
+            rows[1]
+        );
+        assert!(rows[2].contains("130.0k"), "{:?}", rows[2]);
+        assert!(rows[4].contains('…'), "long names are cut: {:?}", rows[4]);
+
+        let coloured = render_diff(&diff, true);
+        assert_eq!(
+            coloured.matches(RED).count(),
+            1,
+            "only the regression is red"
+        );
+        let empty: Diff = serde_json::from_str(
+            r#"{"window": {"start": "a", "end": "b"}, "baseline": {"start": "c", "end": "d"}, "edges": []}"#,
+        )
+        .expect("valid");
+        assert!(render_diff(&empty, false).ends_with("no edges in either window\n"));
+    }
+
+    #[test]
+    fn baseline_is_an_offset_or_a_time() {
+        assert_eq!(baseline_param("1d"), ("baseline_offset", "1d"));
+        assert_eq!(baseline_param("90m"), ("baseline_offset", "90m"));
+        assert_eq!(
+            baseline_param("2025-06-01T10:00:00Z"),
+            ("baseline_start", "2025-06-01T10:00:00Z")
         );
     }
 
@@ -1161,6 +1483,18 @@ mod tests {
             .route(
                 "/api/v1/graph.mermaid",
                 get(|p: Params| async move { checked(&p, MERMAID) }),
+            )
+            .route(
+                "/api/v1/diff",
+                get(|p: Params| async move {
+                    match (
+                        p.get("window").map(String::as_str),
+                        p.get("baseline_offset"),
+                    ) {
+                        (Some("15m"), Some(offset)) if offset == "1d" => DIFF.into_response(),
+                        _ => (StatusCode::BAD_REQUEST, "unexpected diff query").into_response(),
+                    }
+                }),
             );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -1208,6 +1542,24 @@ mod tests {
                 .starts_with("service map between 2025-06-01T10:00:00Z and 2025-06-01T10:05:00Z ("),
             "{table}"
         );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn run_prints_the_diff_as_a_table_or_json() {
+        let (url, server) = serve().await;
+        let diff = |format| MapArgs {
+            window: Some("15m".to_owned()),
+            diff: Some("1d".to_owned()),
+            ..args(&url, format)
+        };
+        let table = output(diff(MapFormat::Table)).await.expect("table");
+        let parsed: Diff = serde_json::from_str(DIFF).expect("valid");
+        assert_eq!(table, render_diff(&parsed, false));
+        for format in [MapFormat::Json, MapFormat::Dot, MapFormat::Mermaid] {
+            let json = output(diff(format)).await.expect("json");
+            assert_eq!(json, pretty_json(DIFF), "{format:?}");
+        }
         server.abort();
     }
 

@@ -18,6 +18,9 @@ pub use env::{
     ENV_LOG_LEVEL, Overrides,
 };
 
+pub use crate::store::{CompactionTier, StorageConfig};
+
+use crate::exporter::cloudwatch::CloudWatchConfig;
 use crate::exporter::forward::ForwardConfig;
 use crate::exporter::xray::XrayConfig;
 use crate::graph::GraphConfig;
@@ -39,7 +42,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// The service graph and span metrics.
     pub graph: GraphConfig,
-    /// Durable local state.
+    /// Durable local state and the graph's history.
     pub storage: StorageConfig,
     /// Where traces and derived metrics go besides the built-in API.
     pub exporters: ExportersConfig,
@@ -126,28 +129,14 @@ impl Default for ApiConfig {
     }
 }
 
-/// Durable local state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageConfig {
-    /// Directory for durable state; created at start, must be writable.
-    pub data_dir: PathBuf,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("./tracemap-data"),
-        }
-    }
-}
-
 /// Exporters; each is off until enabled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportersConfig {
     /// Traces to AWS X-Ray as segment documents.
     pub xray: XrayConfig,
+    /// Derived metrics to Amazon CloudWatch (EMF log events or PutMetricData).
+    pub cloudwatch: CloudWatchConfig,
     /// Agent mode: OTLP to gateways by trace-id hash.
     pub forward: ForwardConfig,
 }
@@ -304,18 +293,30 @@ impl Config {
             .validate("receivers.otlp.http", &mut invalid);
         self.pipeline.validate("pipeline", &mut invalid);
         self.graph.validate("graph", &mut invalid);
+        self.storage
+            .validate("storage", self.graph.retention, &mut invalid);
         self.exporters.xray.validate("exporters.xray", &mut invalid);
+        self.exporters
+            .cloudwatch
+            .validate("exporters.cloudwatch", &mut invalid);
+        // An agent forwards spans and keeps no graph of its own: its
+        // metrics would be empty, and the gateways export the real ones.
+        if self.mode == Mode::Agent
+            && self.exporters.cloudwatch.enabled
+            && !self.exporters.forward.keep_local_graph
+        {
+            invalid.push(Invalid {
+                key: "exporters.cloudwatch.enabled".into(),
+                reason: "an agent has no service graph to export; enable it on the gateways \
+                         (or set exporters.forward.keep_local_graph)"
+                    .into(),
+            });
+        }
         self.exporters.forward.validate(
             "exporters.forward",
             self.mode == Mode::Agent,
             &mut invalid,
         );
-        if self.storage.data_dir.as_os_str().is_empty() {
-            invalid.push(Invalid {
-                key: "storage.data_dir".into(),
-                reason: "must not be empty".into(),
-            });
-        }
         if let Err(reason) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             invalid.push(Invalid {
                 key: "log.level".into(),
@@ -381,6 +382,11 @@ mod tests {
     fn example_file_parses_and_validates() {
         let text = include_str!("../../tracemap.example.yaml");
         let config = Config::from_yaml(text).unwrap();
+        assert_eq!(
+            config.storage,
+            StorageConfig::default(),
+            "the example shows the storage defaults"
+        );
         config.validate().unwrap();
     }
 
@@ -512,6 +518,29 @@ mod tests {
             err.contains("receivers.otlp.http.listen: 0.0.0.0:4317 is already used by receivers.otlp.grpc.listen"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn cloudwatch_exporter_is_off_by_default_parses_and_needs_a_graph() {
+        assert!(!Config::default().exporters.cloudwatch.enabled);
+        let config = Config::from_yaml(
+            "exporters:\n  cloudwatch:\n    enabled: true\n    mode: putmetricdata\n    region: eu-west-1\n",
+        )
+        .unwrap();
+        config.clone().validate().unwrap();
+        let mut agent = config;
+        agent.mode = Mode::Agent;
+        agent.exporters.forward.endpoints = vec!["gw:4317".into()];
+        let ConfigError::Invalid(invalid) = agent.clone().validate().unwrap_err() else {
+            panic!("not an Invalid error")
+        };
+        assert_eq!(invalid[0].key, "exporters.cloudwatch.enabled");
+        agent.exporters.forward.keep_local_graph = true;
+        agent.validate().unwrap();
+        let err = Config::from_yaml("exporters:\n  cloudwatch:\n    flush_intervall: 1m\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("flush_intervall"), "{err}");
     }
 
     #[test]

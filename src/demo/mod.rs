@@ -304,6 +304,7 @@ fn banner(
         names.join(", "),
         options.traces_per_second,
     );
+    text.push_str(&format!("  web map     http://{api}/\n"));
     text.push_str(&format!("  OTLP/gRPC   http://{grpc}\n"));
     if let Some(http) = http {
         text.push_str(&format!("  OTLP/HTTP   http://{http}/v1/traces\n"));
@@ -371,6 +372,10 @@ mod tests {
             Some("127.0.0.1:4318".parse().unwrap()),
             api,
             &DemoOptions::default(),
+        );
+        assert!(
+            text.contains("  web map     http://127.0.0.1:8080/\n"),
+            "the page's address missing from\n{text}"
         );
         for needle in [
             "http://127.0.0.1:4317",

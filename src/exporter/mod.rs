@@ -3,6 +3,8 @@
 //! Every exporter reports through the same `tracemap_exporter_*` families,
 //! told apart by the `exporter` label, so one dashboard panel covers them all.
 
+pub(crate) mod aws;
+pub mod cloudwatch;
 pub mod forward;
 pub mod prometheus;
 pub mod xray;

@@ -29,6 +29,28 @@ impl ConnectionType {
             Self::Virtual => "virtual_node",
         }
     }
+
+    /// Every type, in code order.
+    pub const ALL: [ConnectionType; 4] =
+        [Self::Direct, Self::Database, Self::Messaging, Self::Virtual];
+
+    /// A stable small number, as the history store keeps it.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The type of [`ConnectionType::code`].
+    pub fn from_code(code: i64) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| i64::from(t.code()) == code)
+    }
+
+    /// The type a query names: its label value, or `direct` for `""`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "direct" => Some(Self::Direct),
+            name => Self::ALL.into_iter().find(|t| t.as_str() == name),
+        }
+    }
 }
 
 /// Identity of an edge.
@@ -177,6 +199,25 @@ impl<T: Bucket> MinuteSeries<T> {
             .iter()
             .filter(move |(m, _)| (first..=last).contains(m))
             .map(|(_, t)| t)
+    }
+
+    /// Buckets whose minute lies in `first..=last`, with their minute.
+    pub fn minutes(&self, first: Minute, last: Minute) -> impl Iterator<Item = (Minute, &T)> {
+        self.buckets
+            .iter()
+            .filter(move |(m, _)| (first..=last).contains(m))
+            .map(|(m, t)| (*m, t))
+    }
+
+    /// Seals the buckets of `first..=last`: their minutes are over.
+    pub fn seal_range(&mut self, first: Minute, last: Minute) {
+        for (_, bucket) in self
+            .buckets
+            .iter_mut()
+            .filter(|(m, _)| (first..=last).contains(m))
+        {
+            bucket.seal();
+        }
     }
 
     /// Newest minute with data.

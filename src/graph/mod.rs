@@ -7,6 +7,8 @@
 //! writer, and queries lock shards one at a time to merge them, so no
 //! lock is shared between shards on the hot path.
 
+pub mod aggregate;
+pub mod diff;
 pub mod edge;
 pub mod sketch;
 pub mod store;
@@ -20,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 use tokio::time::Instant;
 
+use self::aggregate::{Accumulator, MinuteBatch, MinuteSink, Selection, SinkRefusal, Totals};
 use self::edge::{
     ConnectionType, EdgeKey, EdgeSeries, EdgeStats, EdgeTotals, Minute, MinuteSeries, NodeStats,
     Observation,
@@ -255,8 +258,21 @@ impl Lookup {
     }
 }
 
+/// A shard's hand-over of minutes to the history store.
+struct Handover {
+    sink: Arc<dyn MinuteSink>,
+    shard: usize,
+    /// Minutes up to this one were handed over final.
+    sealed_through: Minute,
+    /// When the open minute was last handed over.
+    last_flush: Instant,
+    /// Spans recorded since then.
+    dirty: bool,
+}
+
 /// Graph state of one pipeline shard.
 pub struct Shard {
+    handover: Option<Handover>,
     lookup: Lookup,
     store: PairingStore,
     edges: HashMap<EdgeKey, EdgeSeries>,
@@ -270,6 +286,7 @@ impl Shard {
     fn new(config: Arc<GraphConfig>, shard_count: usize) -> Self {
         let max_pending = (config.max_pending / shard_count).max(1);
         Self {
+            handover: None,
             lookup: Lookup::new(&config),
             store: PairingStore::new(config.pairing_ttl, max_pending),
             edges: HashMap::new(),
@@ -286,6 +303,9 @@ impl Shard {
         let failed = span.status_code == StatusCode::Error;
         let duration = span.duration_nanos();
         let retention = self.config.retention_minutes();
+        if let Some(handover) = &mut self.handover {
+            handover.dirty = true;
+        }
         self.spans.record(span, minute);
         let served = matches!(span.kind, SpanKind::Server | SpanKind::Consumer);
         self.record_node(service, served, failed, duration, minute, retention);
@@ -479,10 +499,14 @@ impl Shard {
             .record(obs, minute, retention, bounds);
     }
 
-    /// Expires unpaired halves and prunes idle series.
+    /// Expires unpaired halves, hands minutes to the history store when
+    /// due, and prunes idle series.
     pub fn tick(&mut self, now: Instant, minute: Minute) {
         let mut expired = Vec::new();
         self.store.expire(now, |half| expired.push(half));
+        if let (false, Some(handover)) = (expired.is_empty(), &mut self.handover) {
+            handover.dirty = true;
+        }
         for half in expired {
             match (half.side, &half.peer) {
                 (Side::Client, Some(peer)) => {
@@ -500,6 +524,8 @@ impl Shard {
                 _ => self.counters.expired_discarded += 1,
             }
         }
+        // Before pruning, so no minute leaves memory unsent.
+        self.hand_over(now, minute, false);
         let retention = self.config.retention_minutes();
         let before = self.edges.len();
         self.edges
@@ -508,6 +534,88 @@ impl Shard {
         self.nodes
             .retain(|_, series| !series.prune(minute, retention));
         self.spans.prune(minute, retention);
+    }
+}
+
+impl Shard {
+    /// Hands closed minutes to the sink, and the open one too when
+    /// `flush_interval` has passed since it last was (or when `wait`, at
+    /// shutdown). A full queue leaves everything for a later tick.
+    fn hand_over(&mut self, now: Instant, minute: Minute, wait: bool) {
+        let Some(mut handover) = self.handover.take() else {
+            return;
+        };
+        // Minutes memory no longer holds cannot be handed over any more.
+        let oldest = minute - self.config.retention_minutes() + 1;
+        if handover.sealed_through < oldest - 1 {
+            handover
+                .sink
+                .lost((oldest - 1 - handover.sealed_through) as u64);
+            handover.sealed_through = oldest - 1;
+        }
+        let closing = handover.sealed_through < minute - 1;
+        let flush_due =
+            now.saturating_duration_since(handover.last_flush) >= handover.sink.flush_interval();
+        let open = wait || (handover.dirty && flush_due);
+        // A shard with nothing new still reports, so the store's durable
+        // point (`tracemap_store_committed_through_seconds`) moves on.
+        let heartbeat = !handover.dirty && flush_due;
+        if !closing && !open && !heartbeat {
+            self.handover = Some(handover);
+            return;
+        }
+        let first = handover.sealed_through + 1;
+        let last = if open { minute } else { minute - 1 };
+        let mut batch = self.minutes_between(first, last, minute - 1);
+        batch.shard = handover.shard;
+        batch.sealed_through = minute - 1;
+        batch.as_of = (open || !handover.dirty).then_some(now.into_std());
+        match handover.sink.offer(batch, wait) {
+            Ok(()) => {
+                // A clock stepping back must not reopen sealed minutes.
+                handover.sealed_through = handover.sealed_through.max(minute - 1);
+                if open || heartbeat {
+                    handover.last_flush = now;
+                    handover.dirty = false;
+                }
+                self.handover = Some(handover);
+            }
+            Err(SinkRefusal::Full) => self.handover = Some(handover),
+            Err(SinkRefusal::Closed) => {}
+        }
+    }
+
+    /// This shard's buckets of `first..=last`, merged over extra
+    /// dimensions; buckets up to `closed` are sealed in place.
+    fn minutes_between(&mut self, first: Minute, last: Minute, closed: Minute) -> MinuteBatch {
+        let mut edges: std::collections::HashMap<(Minute, EdgeKey), EdgeStats> = Default::default();
+        for (key, series) in &mut self.edges {
+            series.minutes.seal_range(first, closed);
+            let mut plain = None;
+            for (minute, stats) in series.minutes.minutes(first, last) {
+                let key = plain.get_or_insert_with(|| key.without_dimensions());
+                edges.entry((minute, key.clone())).or_default().merge(stats);
+            }
+        }
+        let mut nodes = Vec::new();
+        for (service, series) in &mut self.nodes {
+            series.seal_range(first, closed);
+            for (minute, stats) in series.minutes(first, last) {
+                let mut copy = NodeStats::default();
+                copy.merge(stats);
+                nodes.push((minute, service.clone(), copy));
+            }
+        }
+        MinuteBatch {
+            shard: 0,
+            sealed_through: closed,
+            as_of: None,
+            edges: edges
+                .into_iter()
+                .map(|((minute, key), stats)| (minute, key, stats))
+                .collect(),
+            nodes,
+        }
     }
 }
 
@@ -554,6 +662,17 @@ pub struct TimeWindow {
 }
 
 impl TimeWindow {
+    /// The first and last unix minute the window touches.
+    pub fn minutes(&self) -> (Minute, Minute) {
+        let first = unix_minute(self.start);
+        let last = self
+            .end
+            .checked_sub(Duration::from_nanos(1))
+            .map_or(first, unix_minute)
+            .max(first);
+        (first, last)
+    }
+
     /// The window's length in seconds (at least 1, to keep rates finite).
     pub fn seconds(&self) -> f64 {
         self.end
@@ -591,44 +710,88 @@ impl Graph {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The graph over `window`, merged across shards.
+    /// The graph over `window` from memory alone, merged across shards.
     pub fn snapshot(&self, window: TimeWindow) -> Topology {
-        let first = unix_minute(window.start);
-        let last = window
-            .end
-            .checked_sub(Duration::from_nanos(1))
-            .map_or(first, unix_minute)
-            .max(first);
-        let mut edges: std::collections::HashMap<EdgeKey, EdgeStats> = Default::default();
-        let mut nodes: std::collections::HashMap<Arc<str>, NodeStats> = Default::default();
+        let (first, last) = window.minutes();
+        let mut totals = Totals::default();
+        self.accumulate(first, last, &Selection::All, &mut totals);
+        totals.into_topology(window)
+    }
+
+    /// Feeds `acc` every selected bucket of `first..=last` held in memory,
+    /// edges merged over extra dimensions (the graph views show one edge
+    /// per pair of nodes).
+    pub fn accumulate(
+        &self,
+        first: Minute,
+        last: Minute,
+        selection: &Selection<'_>,
+        acc: &mut dyn Accumulator,
+    ) {
         for shard in self.shards.iter() {
             let shard = Self::lock(shard);
             for (key, series) in &shard.edges {
-                let mut stats = EdgeStats::default();
-                for bucket in series.minutes.range(first, last) {
-                    stats.merge(bucket);
+                if !selection.edge(key) {
+                    continue;
                 }
-                if stats.requests > 0 {
-                    // The graph views show one edge per pair of nodes.
-                    edges
-                        .entry(key.without_dimensions())
-                        .or_default()
-                        .merge(&stats);
+                let mut plain = None;
+                for (minute, stats) in series.minutes.minutes(first, last) {
+                    let key = plain.get_or_insert_with(|| key.without_dimensions());
+                    acc.edge(minute, 1, key, stats);
                 }
             }
             for (service, series) in &shard.nodes {
-                let mut stats = NodeStats::default();
-                let mut seen = false;
-                for bucket in series.range(first, last) {
-                    stats.merge(bucket);
-                    seen = true;
+                if !selection.node(service) {
+                    continue;
                 }
-                if seen {
-                    nodes.entry(service.clone()).or_default().merge(&stats);
+                for (minute, stats) in series.minutes(first, last) {
+                    acc.node(minute, 1, service, stats);
                 }
             }
         }
-        Topology::build(window, edges, nodes)
+    }
+
+    /// Hands every shard's minutes to `sink` from now on; call before the
+    /// pipeline starts, `minute` being the current one.
+    pub fn attach(&self, sink: Arc<dyn MinuteSink>, now: Instant, minute: Minute) {
+        for (index, shard) in self.shards.iter().enumerate() {
+            Self::lock(shard).handover = Some(Handover {
+                sink: sink.clone(),
+                shard: index,
+                sealed_through: minute - 1,
+                last_flush: now,
+                dirty: false,
+            });
+        }
+    }
+
+    /// Hands every shard's minutes over, the open one included, waiting
+    /// for queue room: the last step before the store stops. Blocks.
+    pub fn flush_to_sink(&self, now: Instant, minute: Minute) {
+        for shard in self.shards.iter() {
+            Self::lock(shard).hand_over(now, minute, true);
+        }
+    }
+
+    /// Shards (pipeline workers) feeding this graph.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Processes `spans` on shard `shard` as if at `now` in `minute`: what
+    /// a pipeline worker does with the clock read, for replays and tests.
+    pub fn process_at(&self, shard: usize, spans: &[Span], now: Instant, minute: Minute) {
+        let mut shard = Self::lock(&self.shards[shard % self.shards.len()]);
+        for span in spans {
+            shard.process(span, now, minute);
+        }
+    }
+
+    /// Ticks every shard as if at `now` in `minute`.
+    pub fn tick_at(&self, now: Instant, minute: Minute) {
+        for shard in self.shards.iter() {
+            Self::lock(shard).tick(now, minute);
+        }
     }
 
     /// Cumulative edge totals for Prometheus, merged across shards.

@@ -1,7 +1,8 @@
-//! The API server: the graph API, `/healthz`, `/readyz` and `/metrics`
-//! (Prometheus text).
+//! The API server: the graph API, the web map (`/`, [`ui`]), `/healthz`,
+//! `/readyz` and `/metrics` (Prometheus text).
 
 pub mod api;
+pub mod ui;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
-use crate::graph::Graph;
+use crate::store::History;
 
 /// OpenMetrics text, which Prometheus negotiates and prefers.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -42,15 +43,18 @@ struct ApiState {
 }
 
 /// Routes of the API port.
-pub fn router(registry: Arc<Registry>, readiness: Arc<Readiness>, graph: Graph) -> Router {
+pub fn router(registry: Arc<Registry>, readiness: Arc<Readiness>, history: History) -> Router {
     let graph_api = Router::new()
         .route("/api/v1/graph", get(api::graph_json))
         .route("/api/v1/graph.dot", get(api::graph_dot))
         .route("/api/v1/graph.mermaid", get(api::graph_mermaid))
         .route("/api/dependencies", get(api::dependencies))
-        .with_state(graph);
+        .route("/api/v1/series", get(api::series))
+        .route("/api/v1/diff", get(api::diff))
+        .with_state(history);
     Router::new()
         .merge(graph_api)
+        .merge(ui::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

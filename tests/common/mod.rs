@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod moto;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,7 +24,7 @@ pub struct Collector {
     pub http: SocketAddr,
     pub api: SocketAddr,
     logs: Arc<Mutex<Vec<serde_json::Value>>>,
-    _data_dir: tempfile::TempDir,
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl Collector {
@@ -55,7 +57,26 @@ impl Collector {
 
     fn start_full(command: &[&str], yaml: &str, env: &[(&str, &str)], grpc: SocketAddr) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let config_path = data_dir.path().join("tracemap.yaml");
+        let mut collector = Self::spawn(data_dir.path(), command, yaml, env, grpc);
+        collector._data_dir = Some(data_dir);
+        collector
+    }
+
+    /// Starts `tracemap <command>` with its config file and its data
+    /// directory (`data/`) under `dir`, which outlives the process, so a
+    /// second start finds what the first wrote.
+    pub fn start_in(dir: &std::path::Path, command: &[&str], yaml: &str) -> Self {
+        Self::spawn(dir, command, yaml, &[], "127.0.0.1:0".parse().unwrap())
+    }
+
+    fn spawn(
+        dir: &std::path::Path,
+        command: &[&str],
+        yaml: &str,
+        env: &[(&str, &str)],
+        grpc: SocketAddr,
+    ) -> Self {
+        let config_path = dir.join("tracemap.yaml");
         std::fs::write(&config_path, yaml).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tracemap"))
             .args(command)
@@ -65,7 +86,7 @@ impl Collector {
             .args(["--http-listen", "127.0.0.1:0"])
             .args(["--api-listen", "127.0.0.1:0"])
             .arg("--data-dir")
-            .arg(data_dir.path().join("data"))
+            .arg(dir.join("data"))
             .args(["--log-format", "json"])
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -113,7 +134,7 @@ impl Collector {
             http: http.unwrap(),
             api: api.unwrap(),
             logs,
-            _data_dir: data_dir,
+            _data_dir: None,
         }
     }
 
@@ -143,6 +164,12 @@ impl Collector {
     /// 0 when the series does not exist yet.
     pub async fn metric(&self, series: &str) -> f64 {
         series_value(&self.metrics_text().await, series)
+    }
+
+    /// Sends SIGKILL, as a crash or an OOM kill would, and reaps the process.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
     }
 
     /// Sends SIGTERM.

@@ -11,19 +11,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
-use aws_config::sts::AssumeRoleProvider;
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_xray::error::{DisplayErrorContext, SdkError};
 use aws_sdk_xray::operation::put_trace_segments::PutTraceSegmentsError;
 use bytes::Bytes;
 use tokio::task::{JoinError, JoinSet};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::{Document, EXPORTER, SegmentQueue, XrayConfig, XrayError};
+use crate::exporter::aws::{AwsTarget, RetryPolicy, WarnLimiter};
 use crate::exporter::reason;
 use crate::model::SpanId;
 
@@ -59,38 +55,20 @@ impl SdkClient {
     /// Builds the client from the default credential and region chains,
     /// overridden by `region`, `endpoint` and `role_arn` when set.
     pub async fn connect(config: &XrayConfig) -> Result<Self, XrayError> {
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(3)))
-            .operation_attempt_timeout(config.request_timeout)
-            .operation_timeout(config.request_timeout)
-            .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            // One attempt per call: the sender retries and counts.
-            .retry_config(RetryConfig::disabled())
-            // The attempt timeout already bounds a stalled call; the guard
-            // wraps every body in timers, a cost per call for nothing here.
-            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
-            .timeout_config(timeouts);
-        if !config.region.is_empty() {
-            loader = loader.region(aws_config::Region::new(config.region.clone()));
-        }
-        if !config.endpoint.is_empty() {
-            loader = loader.endpoint_url(&config.endpoint);
-        }
-        let shared = loader.load().await;
-        let region = shared.region().ok_or(XrayError::NoRegion)?.to_string();
-        let mut builder = aws_sdk_xray::config::Builder::from(&shared);
-        if !config.role_arn.is_empty() {
-            let role = AssumeRoleProvider::builder(&config.role_arn)
-                .session_name("tracemap")
-                .configure(&shared)
-                .build()
-                .await;
+        let target = AwsTarget {
+            region: &config.region,
+            endpoint: &config.endpoint,
+            role_arn: &config.role_arn,
+            request_timeout: config.request_timeout,
+        };
+        let loaded = target.load().await.ok_or(XrayError::NoRegion)?;
+        let mut builder = aws_sdk_xray::config::Builder::from(&loaded.shared);
+        if let Some(role) = loaded.role {
             builder = builder.credentials_provider(role);
         }
         Ok(Self {
             client: aws_sdk_xray::Client::from_conf(builder.build()),
-            region,
+            region: loaded.region,
         })
     }
 
@@ -169,58 +147,6 @@ fn classify(err: SdkError<PutTraceSegmentsError>) -> XrayError {
         retryable,
         status,
         message: DisplayErrorContext(&err).to_string(),
-    }
-}
-
-/// Exponential back-off with jitter, and the attempt bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RetryPolicy {
-    pub(crate) max_retries: u32,
-    pub(crate) initial: Duration,
-    pub(crate) max: Duration,
-}
-
-impl RetryPolicy {
-    /// The wait before retry `retry` (1 for the first): a ceiling of
-    /// `initial · 2^(retry-1)`, capped at `max`, of which the upper half is
-    /// random ("equal jitter"), so that batches throttled together spread
-    /// out but none retries at once.
-    pub(crate) fn backoff(&self, retry: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(retry.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        let ceiling = self.initial.saturating_mul(factor).min(self.max);
-        let half = ceiling / 2;
-        half + half.mul_f64(fastrand::f64())
-    }
-}
-
-/// Rate-limits a warning that could repeat for every batch of an outage.
-#[derive(Debug)]
-struct WarnLimiter {
-    last: std::sync::Mutex<Option<Instant>>,
-    every: Duration,
-}
-
-impl WarnLimiter {
-    fn new(every: Duration) -> Self {
-        Self {
-            last: std::sync::Mutex::new(None),
-            every,
-        }
-    }
-
-    fn allow(&self) -> bool {
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < self.every) {
-            return false;
-        }
-        *last = Some(now);
-        true
     }
 }
 
@@ -405,6 +331,7 @@ mod tests {
     use std::sync::Mutex;
 
     use prometheus_client::registry::Registry;
+    use tokio::time::Instant;
 
     use super::*;
     use crate::exporter::xray::XrayExporter;
@@ -659,28 +586,5 @@ mod tests {
             [documents[0].json.as_str(), documents[1].json.as_str()]
         );
         assert_eq!(body.as_object().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn backoff_stays_within_its_bounds() {
-        let policy = RetryPolicy {
-            max_retries: 10,
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-        };
-        for retry in 1..=40 {
-            let ceiling = Duration::from_millis(100)
-                .saturating_mul(1u32.checked_shl(retry - 1).unwrap_or(u32::MAX))
-                .min(Duration::from_secs(5));
-            for _ in 0..200 {
-                let wait = policy.backoff(retry);
-                assert!(
-                    wait >= ceiling / 2 && wait <= ceiling,
-                    "retry {retry}: {wait:?} outside {:?}..={ceiling:?}",
-                    ceiling / 2
-                );
-            }
-        }
-        assert!(policy.backoff(30) >= Duration::from_millis(2500));
     }
 }

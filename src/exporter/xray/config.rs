@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::segment::TranslateConfig;
 use crate::config::Invalid;
+use crate::exporter::aws::{check_endpoint, is_region, is_role_arn};
 
 /// PutTraceSegments takes at most this many documents per call.
 pub const MAX_BATCH_SIZE: usize = 50;
@@ -157,58 +158,6 @@ impl XrayConfig {
             fail("request_timeout", "must be greater than zero".into());
         }
     }
-}
-
-/// `us-east-1`, `us-gov-west-1`, `cn-north-1`, `eu-central-2`, `us-isob-east-1`:
-/// lowercase words joined by `-`, the first of two letters, the last a number.
-fn is_region(text: &str) -> bool {
-    let parts: Vec<&str> = text.split('-').collect();
-    let [first, middle @ .., last] = parts.as_slice() else {
-        return false;
-    };
-    first.len() == 2
-        && first.bytes().all(|b| b.is_ascii_lowercase())
-        && !middle.is_empty()
-        && middle
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && !last.is_empty()
-        && last.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn check_endpoint(text: &str) -> Result<(), String> {
-    let uri: http::Uri = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err(format!("{text:?} must start with http:// or https://")),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{text:?} has no host"));
-    }
-    Ok(())
-}
-
-/// `arn:<partition>:iam::<12-digit account>:role/<path/name>`.
-fn is_role_arn(text: &str) -> bool {
-    let mut parts = text.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return false;
-    };
-    partition.starts_with("aws")
-        && account.len() == 12
-        && account.bytes().all(|b| b.is_ascii_digit())
-        && resource
-            .strip_prefix("role/")
-            .is_some_and(|name| !name.is_empty())
 }
 
 #[cfg(test)]

@@ -1,0 +1,554 @@
+//! Export of the service graph's derived metrics to Amazon CloudWatch.
+//!
+//! ```text
+//!  every flush_interval (producer task)                               sender task (client.rs)
+//!  minutes now over ─► Graph::snapshot(minute) ─► model ─► emf | pmd ─► RequestQueue ─► PutLogEvents | PutMetricData
+//!  span metrics ─► deltas since last flush ──────┘  (spawn_blocking)    (bounded,        (one at a time, in order,
+//!                                                                        drops oldest)    retries with back-off)
+//! ```
+//!
+//! A minute is exported once it is over (plus [`MINUTE_GRACE`] for spans
+//! still being recorded), stamped with its start, so CloudWatch receives
+//! each edge's numbers for a minute exactly once and they equal what
+//! `/api/v1/graph` shows for that minute. At shutdown the current,
+//! partial minute is exported too.
+
+pub mod client;
+pub mod config;
+pub mod emf;
+pub mod model;
+pub mod pmd;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+pub use config::{CloudWatchConfig, CloudWatchMode};
+use model::{ModelConfig, OperationTracker};
+
+use crate::exporter::aws::{RetryPolicy, WarnLimiter};
+use crate::exporter::{ExporterCounters, ExporterLabels, ExporterMetrics, reason};
+use crate::graph::edge::Minute;
+use crate::graph::{Graph, TimeWindow, unix_minute};
+
+/// Time after a minute ends before it is exported, for spans a worker
+/// stamped with that minute and is still recording.
+pub const MINUTE_GRACE: Duration = Duration::from_secs(2);
+/// Environment variable naming this instance (the pod name on Kubernetes).
+pub const ENV_HOSTNAME: &str = "HOSTNAME";
+
+/// Why the CloudWatch exporter could not start or a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CloudWatchError {
+    /// Neither the config nor the SDK's default chain names a region.
+    #[error(
+        "no aws region for the cloudwatch exporter: set exporters.cloudwatch.region or AWS_REGION"
+    )]
+    NoRegion,
+    /// A call failed.
+    #[error("{operation} failed{}: {message}", status.map(|s| format!(" with http {s}")).unwrap_or_default())]
+    Call {
+        /// The API operation.
+        operation: &'static str,
+        /// Whether the same request may succeed later.
+        retryable: bool,
+        /// HTTP status, when a response arrived.
+        status: Option<u16>,
+        /// AWS error code, when given.
+        code: Option<String>,
+        /// The SDK's description, with its causes.
+        message: String,
+    },
+}
+
+impl CloudWatchError {
+    /// Whether sending the same request again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Call {
+                retryable: true,
+                ..
+            }
+        )
+    }
+}
+
+/// One request, ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// One PutLogEvents batch.
+    Events(Vec<emf::LogEvent>),
+    /// One PutMetricData call.
+    Metrics(pmd::PutMetricDataInput),
+}
+
+impl Payload {
+    /// Items counted in `tracemap_exporter_*`: log events or metric data.
+    pub fn items(&self) -> usize {
+        match self {
+            Self::Events(events) => events.len(),
+            Self::Metrics(input) => input.data.len(),
+        }
+    }
+
+    /// Bytes as the limits count them: EMF messages plus 26 per event;
+    /// PutMetricData's query-encoded body (an upper bound, before gzip).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Events(events) => events
+                .iter()
+                .map(|e| e.message.len() + emf::EVENT_OVERHEAD)
+                .sum(),
+            Self::Metrics(input) => input.data.iter().map(pmd::Datum::query_bytes).sum(),
+        }
+    }
+}
+
+/// Requests between the producer and the sender; bounded, drops oldest.
+#[derive(Debug)]
+pub(crate) struct RequestQueue {
+    requests: Mutex<VecDeque<Payload>>,
+    capacity: usize,
+    ready: Notify,
+    /// Items of the request being sent, for the shutdown accounting.
+    in_flight: AtomicU64,
+    counters: ExporterCounters,
+    label: &'static str,
+    warned_full: AtomicBool,
+}
+
+impl RequestQueue {
+    pub(crate) fn new(capacity: usize, counters: ExporterCounters, label: &'static str) -> Self {
+        Self {
+            requests: Mutex::new(VecDeque::new()),
+            capacity,
+            ready: Notify::new(),
+            in_flight: AtomicU64::new(0),
+            counters,
+            label,
+            warned_full: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Payload>> {
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn depth(queue: &VecDeque<Payload>) -> i64 {
+        queue.iter().map(Payload::items).sum::<usize>() as i64
+    }
+
+    /// Appends `payloads`, dropping the oldest requests when full.
+    pub(crate) fn push(&self, payloads: Vec<Payload>) {
+        if payloads.is_empty() {
+            return;
+        }
+        let mut dropped = 0;
+        {
+            let mut queue = self.lock();
+            for payload in payloads {
+                if queue.len() >= self.capacity
+                    && let Some(oldest) = queue.pop_front()
+                {
+                    dropped += oldest.items() as u64;
+                }
+                queue.push_back(payload);
+            }
+            self.counters.queue_depth.set(Self::depth(&queue));
+        }
+        if dropped > 0 {
+            self.counters.queue_full.inc_by(dropped);
+            if !self.warned_full.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    exporter = self.label,
+                    capacity = self.capacity,
+                    "cloudwatch queue full, dropping the oldest requests; counted in tracemap_exporter_dropped_total{{reason=\"queue_full\"}}"
+                );
+            }
+        }
+        self.ready.notify_one();
+    }
+
+    pub(crate) fn pop(&self) -> Option<Payload> {
+        let mut queue = self.lock();
+        let payload = queue.pop_front()?;
+        self.counters.queue_depth.set(Self::depth(&queue));
+        // Under the lock, so an item is always queued or in flight.
+        self.in_flight
+            .store(payload.items() as u64, Ordering::Relaxed);
+        Some(payload)
+    }
+
+    pub(crate) fn settle(&self) {
+        self.in_flight.store(0, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Items queued or in flight.
+    fn pending_items(&self) -> u64 {
+        let queue = self.lock();
+        Self::depth(&queue) as u64 + self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    pub(crate) fn counters(&self) -> &ExporterCounters {
+        &self.counters
+    }
+
+    pub(crate) fn label(&self) -> &'static str {
+        self.label
+    }
+}
+
+/// `tracemap_cloudwatch_folded_dimension_sets_total`: the cardinality bound at work.
+#[derive(Debug, Clone, Default)]
+pub struct CloudWatchMetrics {
+    folded: Family<ExporterLabels, Counter>,
+}
+
+impl CloudWatchMetrics {
+    /// Registers the family (once per registry).
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "tracemap_cloudwatch_folded_dimension_sets",
+            "Dimension sets (edges, services, operations) folded into Other by max_dimension_sets",
+            metrics.folded.clone(),
+        );
+        metrics
+    }
+}
+
+/// What one flush produced.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FlushStats {
+    /// Minutes exported.
+    pub minutes: u64,
+    /// Requests queued.
+    pub requests: u64,
+    /// Items (log events or metric data).
+    pub items: u64,
+    /// Bytes, as the service's limits count them.
+    pub bytes: u64,
+    /// Dimension sets folded into `Other`.
+    pub folded: u64,
+}
+
+/// Turns metric groups into requests for one mode.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    mode: CloudWatchMode,
+    namespace: String,
+}
+
+impl Encoder {
+    /// An encoder for `config`'s mode and namespace.
+    pub fn new(config: &CloudWatchConfig) -> Self {
+        Self {
+            mode: config.mode,
+            namespace: config.namespace.clone(),
+        }
+    }
+
+    /// The requests for `groups`, and what had to be left out.
+    pub fn encode(&self, groups: &[model::MetricGroup]) -> (Vec<Payload>, u64) {
+        match self.mode {
+            CloudWatchMode::Emf => {
+                let limits = emf::EmfLimits::default();
+                let encoded = emf::encode(&self.namespace, groups, &limits);
+                let left_out = encoded.oversize_dropped;
+                let payloads = emf::batches(encoded.events, &limits)
+                    .into_iter()
+                    .map(Payload::Events)
+                    .collect();
+                (payloads, left_out)
+            }
+            CloudWatchMode::PutMetricData => {
+                let encoded = pmd::encode(&self.namespace, groups, &pmd::PmdLimits::default());
+                let payloads = encoded.inputs.into_iter().map(Payload::Metrics).collect();
+                (payloads, encoded.non_finite)
+            }
+        }
+    }
+}
+
+/// Reads the graph each flush and produces requests.
+pub struct Producer {
+    graph: Graph,
+    model: ModelConfig,
+    encoder: Encoder,
+    operations: OperationTracker,
+    /// First minute not exported yet.
+    next_minute: Minute,
+}
+
+impl Producer {
+    /// Starts exporting from the current minute.
+    pub fn new(config: &CloudWatchConfig, graph: Graph, now: SystemTime) -> Self {
+        let model = ModelConfig::new(config, graph.config().latency_histogram_buckets.clone());
+        Self {
+            graph,
+            model,
+            encoder: Encoder::new(config),
+            operations: OperationTracker::default(),
+            next_minute: unix_minute(now),
+        }
+    }
+
+    /// The requests for every minute over at `now` (with `include_current`,
+    /// the current minute too: the last flush at shutdown).
+    pub fn flush(&mut self, now: SystemTime, include_current: bool) -> (Vec<Payload>, FlushStats) {
+        let last = match include_current {
+            true => unix_minute(now),
+            false => unix_minute(now - MINUTE_GRACE) - 1,
+        };
+        // Minutes the graph no longer keeps cannot be exported.
+        let retention = self.graph.config().retention.as_secs().div_ceil(60) as i64;
+        self.next_minute = self.next_minute.max(unix_minute(now) - retention + 1);
+        let mut stats = FlushStats::default();
+        if last < self.next_minute {
+            return (Vec::new(), stats);
+        }
+        let operations = match self.model.operation_metrics {
+            true => self.operations.delta(&self.graph.span_metrics()),
+            false => Default::default(),
+        };
+        let mut groups = Vec::new();
+        for minute in self.next_minute..=last {
+            let start = SystemTime::UNIX_EPOCH + Duration::from_secs(minute as u64 * 60);
+            let window = TimeWindow {
+                start,
+                end: start + Duration::from_secs(60),
+            };
+            let topology = self.graph.snapshot(window);
+            // Span-metric deltas ride on the newest minute of the flush.
+            let empty = Default::default();
+            let ops = if minute == last { &operations } else { &empty };
+            let built = self.model.build(&topology, ops, minute * 60_000);
+            stats.folded += built.folded;
+            groups.extend(built.groups);
+            stats.minutes += 1;
+        }
+        self.next_minute = last + 1;
+        let (payloads, _left_out) = self.encoder.encode(&groups);
+        stats.requests = payloads.len() as u64;
+        stats.items = payloads.iter().map(|p| p.items() as u64).sum();
+        stats.bytes = payloads.iter().map(|p| p.bytes() as u64).sum();
+        (payloads, stats)
+    }
+}
+
+/// What the exporter did over its life, reported at shutdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CloudWatchReport {
+    /// Items CloudWatch accepted.
+    pub sent: u64,
+    /// Items refused or given up.
+    pub failed: u64,
+    /// Items still queued or in flight at the deadline, now lost.
+    pub lost_at_shutdown: u64,
+}
+
+/// A running CloudWatch exporter: producer and sender tasks.
+pub struct CloudWatchExporter {
+    queue: Arc<RequestQueue>,
+    stop_producer: CancellationToken,
+    stop_sender: CancellationToken,
+    producer: JoinHandle<()>,
+    sender: JoinHandle<()>,
+}
+
+impl CloudWatchExporter {
+    /// Connects the sink for `config.mode` through the AWS SDK's default
+    /// chains, then starts the tasks.
+    pub async fn start(
+        config: &CloudWatchConfig,
+        graph: Graph,
+        metrics: &Arc<ExporterMetrics>,
+        registry: &mut Registry,
+    ) -> Result<Self, CloudWatchError> {
+        let own = CloudWatchMetrics::register(registry);
+        match config.mode {
+            CloudWatchMode::Emf => {
+                let stream = match config.log_stream.is_empty() {
+                    false => config.log_stream.clone(),
+                    true => std::env::var(ENV_HOSTNAME)
+                        .ok()
+                        .filter(|h| !h.is_empty() && !h.contains([':', '*']))
+                        .unwrap_or_else(|| format!("tracemap-{}", std::process::id())),
+                };
+                let (sink, region) = client::EmfSink::connect(config, stream.clone()).await?;
+                tracing::info!(
+                    exporter = "emf",
+                    region,
+                    endpoint = config.endpoint,
+                    log_group = config.resolved_log_group(),
+                    log_stream = stream,
+                    "cloudwatch exporter started"
+                );
+                Ok(Self::with_sink(config, sink, graph, metrics, own))
+            }
+            CloudWatchMode::PutMetricData => {
+                let (sink, region) = client::PmdSink::connect(config).await?;
+                tracing::info!(
+                    exporter = "cloudwatch",
+                    region,
+                    endpoint = config.endpoint,
+                    namespace = config.namespace,
+                    "cloudwatch exporter started"
+                );
+                Ok(Self::with_sink(config, sink, graph, metrics, own))
+            }
+        }
+    }
+
+    /// Starts the tasks with any sink.
+    pub(crate) fn with_sink<S: client::Sink>(
+        config: &CloudWatchConfig,
+        sink: S,
+        graph: Graph,
+        metrics: &Arc<ExporterMetrics>,
+        own: CloudWatchMetrics,
+    ) -> Self {
+        let label = config.mode.exporter_label();
+        let counters = metrics.exporter(label);
+        let folded = own
+            .folded
+            .get_or_create(&ExporterLabels { exporter: label })
+            .clone();
+        let queue = Arc::new(RequestQueue::new(config.max_queue, counters, label));
+        let stop_producer = CancellationToken::new();
+        let stop_sender = CancellationToken::new();
+        let sender = client::Sender {
+            sink,
+            queue: queue.clone(),
+            retry: RetryPolicy {
+                max_retries: config.max_retries,
+                initial: config.retry_initial_backoff,
+                max: config.retry_max_backoff,
+            },
+            warn: WarnLimiter::new(Duration::from_secs(30)),
+        };
+        let sender = tokio::spawn(sender.run(stop_sender.clone()));
+        let producer = Producer::new(config, graph, SystemTime::now());
+        let producer = tokio::spawn(produce(
+            producer,
+            config.flush_interval,
+            queue.clone(),
+            folded,
+            stop_producer.clone(),
+        ));
+        Self {
+            queue,
+            stop_producer,
+            stop_sender,
+            producer,
+            sender,
+        }
+    }
+
+    /// Exports the current minute, sends everything queued, all before
+    /// `deadline`; what is left then is counted as dropped
+    /// (`reason="shutdown"`) and reported.
+    pub async fn shutdown(self, deadline: Instant) -> CloudWatchReport {
+        self.stop_producer.cancel();
+        let mut producer = self.producer;
+        if tokio::time::timeout_at(deadline, &mut producer)
+            .await
+            .is_err()
+        {
+            producer.abort();
+        }
+        self.stop_sender.cancel();
+        let mut sender = self.sender;
+        if tokio::time::timeout_at(deadline, &mut sender)
+            .await
+            .is_err()
+        {
+            sender.abort();
+            let _ = sender.await;
+        }
+        let lost = self.queue.pending_items();
+        let counters = self.queue.counters();
+        if lost > 0 {
+            counters.dropped(reason::SHUTDOWN, lost);
+        }
+        CloudWatchReport {
+            sent: counters.sent.get(),
+            failed: counters.failed_total(),
+            lost_at_shutdown: lost,
+        }
+    }
+}
+
+/// The producer task: a flush every `interval`, and a last one with the
+/// current minute when stopped.
+async fn produce(
+    producer: Producer,
+    interval: Duration,
+    queue: Arc<RequestQueue>,
+    folded: Counter,
+    stop: CancellationToken,
+) {
+    let producer = Arc::new(Mutex::new(producer));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate
+    loop {
+        let last = tokio::select! {
+            biased;
+            () = stop.cancelled() => true,
+            _ = ticker.tick() => false,
+        };
+        let job = producer.clone();
+        // Snapshots and encoding are CPU work: off the reactor.
+        let flushed = tokio::task::spawn_blocking(move || {
+            job.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .flush(SystemTime::now(), last)
+        })
+        .await;
+        match flushed {
+            Ok((payloads, stats)) => {
+                folded.inc_by(stats.folded);
+                if stats.minutes > 0 {
+                    tracing::debug!(
+                        exporter = queue.label(),
+                        minutes = stats.minutes,
+                        requests = stats.requests,
+                        items = stats.items,
+                        bytes = stats.bytes,
+                        folded = stats.folded,
+                        "cloudwatch flush"
+                    );
+                }
+                queue.push(payloads);
+            }
+            Err(err) => {
+                tracing::error!(exporter = queue.label(), error = %err, "cloudwatch flush panicked")
+            }
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
