@@ -276,24 +276,7 @@ impl App {
         };
         let flush_xray = async {
             if let Some(xray) = self.xray {
-                let xray = xray.shutdown(deadline).await;
-                if xray.lost_at_shutdown > 0 {
-                    tracing::warn!(
-                        exporter = "xray",
-                        sent = xray.sent,
-                        failed = xray.failed,
-                        lost = xray.lost_at_shutdown,
-                        "x-ray exporter could not send everything before the deadline"
-                    );
-                } else {
-                    tracing::info!(
-                        exporter = "xray",
-                        sent = xray.sent,
-                        failed = xray.failed,
-                        lost = 0,
-                        "x-ray exporter flushed"
-                    );
-                }
+                xray.shutdown(deadline).await.log("xray");
             }
         };
         let flush_forward = async {
@@ -307,24 +290,7 @@ impl App {
         // The graph is final once the pipeline drained: the last minute goes out now.
         let flush_cloudwatch = async {
             if let Some(cloudwatch) = self.cloudwatch {
-                let report = cloudwatch.shutdown(deadline).await;
-                if report.lost_at_shutdown > 0 {
-                    tracing::warn!(
-                        exporter = "cloudwatch",
-                        sent = report.sent,
-                        failed = report.failed,
-                        lost = report.lost_at_shutdown,
-                        "cloudwatch exporter could not send everything before the deadline"
-                    );
-                } else {
-                    tracing::info!(
-                        exporter = "cloudwatch",
-                        sent = report.sent,
-                        failed = report.failed,
-                        lost = 0,
-                        "cloudwatch exporter flushed"
-                    );
-                }
+                cloudwatch.shutdown(deadline).await.log("cloudwatch");
             }
         };
         tokio::join!(flush_store, flush_xray, flush_cloudwatch, flush_forward);

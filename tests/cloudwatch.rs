@@ -93,7 +93,7 @@ async fn run_traffic(yaml: &str, python: &std::path::Path) -> (Edges, SystemTime
     let logs = collector.logs();
     let flushed = logs
         .iter()
-        .find(|l| l["message"] == "cloudwatch exporter flushed")
+        .find(|l| l["message"] == "exporter flushed" && l["exporter"] == "cloudwatch")
         .unwrap_or_else(|| panic!("no flush report in the logs: {logs:#?}"));
     assert_eq!(flushed["failed"], 0, "{flushed}");
     assert!(flushed["sent"].as_u64().unwrap() > 0, "{flushed}");

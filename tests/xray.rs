@@ -13,14 +13,14 @@ mod common;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use common::moto::{FAKE_AWS_ENV, Moto, moto_server_path};
 use common::{Collector, otel_python, request, series_value, test_file};
 use prost::Message;
 use serde_json::{Value, json};
@@ -43,92 +43,6 @@ fn assert_no_failures(text: &str) {
         );
         assert_eq!(series_value(text, series), 0.0, "{series}");
     }
-}
-
-/// Static fake credentials, and nothing from the host's AWS setup.
-const FAKE_AWS_ENV: &[(&str, &str)] = &[
-    ("AWS_ACCESS_KEY_ID", "testing"),
-    ("AWS_SECRET_ACCESS_KEY", "testing"),
-    ("AWS_SESSION_TOKEN", "testing"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-    ("AWS_CONFIG_FILE", "/nonexistent/aws-config"),
-    (
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "/nonexistent/aws-credentials",
-    ),
-    ("AWS_PROFILE", ""),
-    ("AWS_ROLE_ARN", ""),
-    ("AWS_WEB_IDENTITY_TOKEN_FILE", ""),
-];
-
-// ---------------------------------------------------------------- moto
-
-/// `moto_server` from `TRACEMAP_TEST_MOTO_SERVER` (scripts/test.sh sets it);
-/// a loud skip without it, a failure under CI.
-fn moto_server_path() -> Option<PathBuf> {
-    match std::env::var_os("TRACEMAP_TEST_MOTO_SERVER") {
-        Some(path) => Some(PathBuf::from(path)),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("TRACEMAP_TEST_MOTO_SERVER is not set under CI; run scripts/test.sh")
-        }
-        None => {
-            eprintln!(
-                "SKIPPED: TRACEMAP_TEST_MOTO_SERVER is not set, so the X-Ray test against the \
-                 moto AWS emulator did not run; scripts/test.sh installs it"
-            );
-            None
-        }
-    }
-}
-
-/// A running `moto_server` on a free loopback port; killed on drop.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start(path: &std::path::Path) -> Self {
-        let port = free_port();
-        let mut child = Command::new(path)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "moto_server exited during startup"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen in 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn xray_client(endpoint: &str) -> aws_sdk_xray::Client {
@@ -186,7 +100,7 @@ async fn read_back(
 #[tokio::test]
 async fn python_sdk_spans_come_back_from_moto_as_xray_segments() {
     let Some(python) = otel_python() else { return };
-    let Some(moto_path) = moto_server_path() else {
+    let Some(moto_path) = moto_server_path("the X-Ray test") else {
         return;
     };
     let moto = Moto::start(&moto_path);
@@ -726,7 +640,7 @@ async fn sigterm_flushes_the_queue_and_reports_what_the_deadline_cut() {
     let logs = collector.logs();
     let flushed = logs
         .iter()
-        .find(|l| l["message"] == "x-ray exporter flushed")
+        .find(|l| l["message"] == "exporter flushed" && l["exporter"] == "xray")
         .unwrap_or_else(|| panic!("no flush log in {logs:#?}"));
     assert_eq!(
         (flushed["sent"].as_u64(), flushed["lost"].as_u64()),
@@ -761,7 +675,10 @@ async fn sigterm_flushes_the_queue_and_reports_what_the_deadline_cut() {
     let logs = collector.logs();
     let lost = logs
         .iter()
-        .find(|l| l["message"] == "x-ray exporter could not send everything before the deadline")
+        .find(|l| {
+            l["message"] == "exporter could not send everything before the deadline"
+                && l["exporter"] == "xray"
+        })
         .unwrap_or_else(|| panic!("no loss report in {logs:#?}"));
     assert_eq!(lost["lost"].as_u64(), Some(10), "{lost}");
     assert_eq!(lost["sent"].as_u64(), Some(0));

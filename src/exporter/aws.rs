@@ -130,6 +130,54 @@ impl WarnLimiter {
     }
 }
 
+/// Checks the settings every AWS exporter has, under the same keys:
+/// `region`, `endpoint`, `role_arn`, `request_timeout`, `max_retries`,
+/// `retry_initial_backoff` and `retry_max_backoff`.
+pub(crate) fn check_settings(
+    target: &AwsTarget<'_>,
+    retry: &RetryPolicy,
+    fail: &mut dyn FnMut(&str, String),
+) {
+    if !target.region.is_empty() && !is_region(target.region) {
+        fail(
+            "region",
+            format!(
+                "{:?} is not an AWS region name such as us-east-1",
+                target.region
+            ),
+        );
+    }
+    if !target.endpoint.is_empty()
+        && let Err(reason) = check_endpoint(target.endpoint)
+    {
+        fail("endpoint", reason);
+    }
+    if !target.role_arn.is_empty() && !is_role_arn(target.role_arn) {
+        fail(
+            "role_arn",
+            format!(
+                "{:?} is not an IAM role ARN such as arn:aws:iam::123456789012:role/tracemap",
+                target.role_arn
+            ),
+        );
+    }
+    if target.request_timeout.is_zero() {
+        fail("request_timeout", "must be greater than zero".into());
+    }
+    if retry.max_retries > 100 {
+        fail("max_retries", "must be at most 100".into());
+    }
+    if retry.initial.is_zero() {
+        fail("retry_initial_backoff", "must be greater than zero".into());
+    }
+    if retry.max < retry.initial {
+        fail(
+            "retry_max_backoff",
+            "must be at least retry_initial_backoff".into(),
+        );
+    }
+}
+
 /// `us-east-1`, `us-gov-west-1`, `cn-north-1`, `eu-central-2`, `us-isob-east-1`:
 /// lowercase words joined by `-`, the first of two letters, the last a number.
 pub(crate) fn is_region(text: &str) -> bool {

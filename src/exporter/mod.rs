@@ -47,6 +47,40 @@ impl EncodeLabelSet for QueueLabels {
     }
 }
 
+/// What an exporter did over its life, reported at shutdown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExportReport {
+    /// Items the destination accepted.
+    pub sent: u64,
+    /// Items refused or given up after the last retry.
+    pub failed: u64,
+    /// Items still queued or in flight at the deadline, now lost.
+    pub lost_at_shutdown: u64,
+}
+
+impl ExportReport {
+    /// Logs the report: a warning when anything was lost.
+    pub fn log(&self, exporter: &str) {
+        if self.lost_at_shutdown > 0 {
+            tracing::warn!(
+                exporter,
+                sent = self.sent,
+                failed = self.failed,
+                lost = self.lost_at_shutdown,
+                "exporter could not send everything before the deadline"
+            );
+        } else {
+            tracing::info!(
+                exporter,
+                sent = self.sent,
+                failed = self.failed,
+                lost = 0,
+                "exporter flushed"
+            );
+        }
+    }
+}
+
 /// Drop reasons shared by exporters, as `reason` label values.
 pub mod reason {
     /// The exporter's queue was full; the oldest item made room.

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::emf::LogEvent;
 use super::pmd::PutMetricDataInput;
 use super::{CloudWatchConfig, CloudWatchError, Payload, RequestQueue};
-use crate::exporter::aws::{AwsTarget, LoadedAws, RetryPolicy, WarnLimiter};
+use crate::exporter::aws::{LoadedAws, RetryPolicy, WarnLimiter};
 
 /// Shortest time between two calls.
 pub const MIN_CALL_SPACING: Duration = Duration::from_millis(200);
@@ -65,15 +65,11 @@ where
 }
 
 async fn load(config: &CloudWatchConfig) -> Result<LoadedAws, CloudWatchError> {
-    AwsTarget {
-        region: &config.region,
-        endpoint: &config.endpoint,
-        role_arn: &config.role_arn,
-        request_timeout: config.request_timeout,
-    }
-    .load()
-    .await
-    .ok_or(CloudWatchError::NoRegion)
+    config
+        .aws_target()
+        .load()
+        .await
+        .ok_or(CloudWatchError::NoRegion)
 }
 
 /// EMF log events through `aws-sdk-cloudwatchlogs`; creates the group

@@ -10,7 +10,7 @@ use super::model::{
     DIM_CLIENT, DIM_CLUSTER_NAME, DIM_CONNECTION_TYPE, DIM_SERVER, RESERVED_DIMENSIONS,
 };
 use crate::config::Invalid;
-use crate::exporter::aws::{check_endpoint, is_region, is_role_arn};
+use crate::exporter::aws::{AwsTarget, RetryPolicy, check_settings};
 
 /// CloudWatch allows at most this many dimensions on one metric.
 pub const MAX_DIMENSIONS: usize = 30;
@@ -159,6 +159,25 @@ impl CloudWatchConfig {
         out
     }
 
+    /// Where and how this exporter reaches AWS.
+    pub(crate) fn aws_target(&self) -> AwsTarget<'_> {
+        AwsTarget {
+            region: &self.region,
+            endpoint: &self.endpoint,
+            role_arn: &self.role_arn,
+            request_timeout: self.request_timeout,
+        }
+    }
+
+    /// The retry settings as one policy.
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            initial: self.retry_initial_backoff,
+            max: self.retry_max_backoff,
+        }
+    }
+
     /// Appends every broken rule under `prefix` (such as `exporters.cloudwatch`).
     /// Checked whether or not the exporter is enabled, so typos fail early.
     pub(crate) fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
@@ -168,26 +187,7 @@ impl CloudWatchConfig {
                 reason,
             });
         };
-        if !self.region.is_empty() && !is_region(&self.region) {
-            fail(
-                "region",
-                format!(
-                    "{:?} is not an AWS region name such as us-east-1",
-                    self.region
-                ),
-            );
-        }
-        if !self.endpoint.is_empty()
-            && let Err(reason) = check_endpoint(&self.endpoint)
-        {
-            fail("endpoint", reason);
-        }
-        if !self.role_arn.is_empty() && !is_role_arn(&self.role_arn) {
-            fail(
-                "role_arn",
-                format!("{:?} is not an IAM role ARN", self.role_arn),
-            );
-        }
+        check_settings(&self.aws_target(), &self.retry_policy(), &mut fail);
         // CloudWatch: namespaces 1-255 of [0-9A-Za-z.-_/#:], not starting with "AWS/".
         let namespace_ok = (1..=255).contains(&self.namespace.len())
             && self
@@ -286,21 +286,6 @@ impl CloudWatchConfig {
         if !(1..=10_000).contains(&self.max_queue) {
             fail("max_queue", "must be 1 to 10000".into());
         }
-        if self.max_retries > 100 {
-            fail("max_retries", "must be at most 100".into());
-        }
-        if self.retry_initial_backoff.is_zero() {
-            fail("retry_initial_backoff", "must be greater than zero".into());
-        }
-        if self.retry_max_backoff < self.retry_initial_backoff {
-            fail(
-                "retry_max_backoff",
-                "must be at least retry_initial_backoff".into(),
-            );
-        }
-        if self.request_timeout.is_zero() {
-            fail("request_timeout", "must be greater than zero".into());
-        }
     }
 }
 
@@ -377,6 +362,8 @@ mod tests {
             [
                 "exporters.cloudwatch.region",
                 "exporters.cloudwatch.endpoint",
+                "exporters.cloudwatch.request_timeout",
+                "exporters.cloudwatch.retry_max_backoff",
                 "exporters.cloudwatch.namespace",
                 "exporters.cloudwatch.rollups",
                 "exporters.cloudwatch.rollups",
@@ -385,8 +372,6 @@ mod tests {
                 "exporters.cloudwatch.log_retention_days",
                 "exporters.cloudwatch.flush_interval",
                 "exporters.cloudwatch.max_queue",
-                "exporters.cloudwatch.retry_max_backoff",
-                "exporters.cloudwatch.request_timeout",
             ]
         );
     }

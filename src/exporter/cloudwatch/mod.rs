@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 pub use config::{CloudWatchConfig, CloudWatchMode};
 use model::{ModelConfig, OperationTracker};
 
-use crate::exporter::aws::{RetryPolicy, WarnLimiter};
-use crate::exporter::{ExporterCounters, ExporterLabels, ExporterMetrics, reason};
+use crate::exporter::aws::WarnLimiter;
+use crate::exporter::{ExportReport, ExporterCounters, ExporterLabels, ExporterMetrics, reason};
 use crate::graph::edge::Minute;
 use crate::graph::{Graph, TimeWindow, unix_minute};
 
@@ -354,17 +354,6 @@ impl Producer {
     }
 }
 
-/// What the exporter did over its life, reported at shutdown.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CloudWatchReport {
-    /// Items CloudWatch accepted.
-    pub sent: u64,
-    /// Items refused or given up.
-    pub failed: u64,
-    /// Items still queued or in flight at the deadline, now lost.
-    pub lost_at_shutdown: u64,
-}
-
 /// A running CloudWatch exporter: producer and sender tasks.
 pub struct CloudWatchExporter {
     queue: Arc<RequestQueue>,
@@ -438,11 +427,7 @@ impl CloudWatchExporter {
         let sender = client::Sender {
             sink,
             queue: queue.clone(),
-            retry: RetryPolicy {
-                max_retries: config.max_retries,
-                initial: config.retry_initial_backoff,
-                max: config.retry_max_backoff,
-            },
+            retry: config.retry_policy(),
             warn: WarnLimiter::new(Duration::from_secs(30)),
         };
         let sender = tokio::spawn(sender.run(stop_sender.clone()));
@@ -466,7 +451,7 @@ impl CloudWatchExporter {
     /// Exports the current minute, sends everything queued, all before
     /// `deadline`; what is left then is counted as dropped
     /// (`reason="shutdown"`) and reported.
-    pub async fn shutdown(self, deadline: Instant) -> CloudWatchReport {
+    pub async fn shutdown(self, deadline: Instant) -> ExportReport {
         self.stop_producer.cancel();
         let mut producer = self.producer;
         if tokio::time::timeout_at(deadline, &mut producer)
@@ -489,7 +474,7 @@ impl CloudWatchExporter {
         if lost > 0 {
             counters.dropped(reason::SHUTDOWN, lost);
         }
-        CloudWatchReport {
+        ExportReport {
             sent: counters.sent.get(),
             failed: counters.failed_total(),
             lost_at_shutdown: lost,

@@ -19,7 +19,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::{Document, EXPORTER, SegmentQueue, XrayConfig, XrayError};
-use crate::exporter::aws::{AwsTarget, RetryPolicy, WarnLimiter};
+use crate::exporter::aws::{RetryPolicy, WarnLimiter};
 use crate::exporter::reason;
 use crate::model::SpanId;
 
@@ -55,13 +55,11 @@ impl SdkClient {
     /// Builds the client from the default credential and region chains,
     /// overridden by `region`, `endpoint` and `role_arn` when set.
     pub async fn connect(config: &XrayConfig) -> Result<Self, XrayError> {
-        let target = AwsTarget {
-            region: &config.region,
-            endpoint: &config.endpoint,
-            role_arn: &config.role_arn,
-            request_timeout: config.request_timeout,
-        };
-        let loaded = target.load().await.ok_or(XrayError::NoRegion)?;
+        let loaded = config
+            .aws_target()
+            .load()
+            .await
+            .ok_or(XrayError::NoRegion)?;
         let mut builder = aws_sdk_xray::config::Builder::from(&loaded.shared);
         if let Some(role) = loaded.role {
             builder = builder.credentials_provider(role);
@@ -169,11 +167,7 @@ impl<C: PutSegments> Sender<C> {
             batch_size: config.batch_size,
             flush_interval: config.flush_interval,
             max_concurrency: config.max_concurrency,
-            retry: RetryPolicy {
-                max_retries: config.max_retries,
-                initial: config.retry_initial_backoff,
-                max: config.retry_max_backoff,
-            },
+            retry: config.retry_policy(),
             warn: Arc::new(WarnLimiter::new(Duration::from_secs(30))),
         }
     }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::segment::TranslateConfig;
 use crate::config::Invalid;
-use crate::exporter::aws::{check_endpoint, is_region, is_role_arn};
+use crate::exporter::aws::{AwsTarget, RetryPolicy, check_settings};
 
 /// PutTraceSegments takes at most this many documents per call.
 pub const MAX_BATCH_SIZE: usize = 50;
@@ -81,6 +81,25 @@ impl Default for XrayConfig {
 }
 
 impl XrayConfig {
+    /// Where and how this exporter reaches AWS.
+    pub(crate) fn aws_target(&self) -> AwsTarget<'_> {
+        AwsTarget {
+            region: &self.region,
+            endpoint: &self.endpoint,
+            role_arn: &self.role_arn,
+            request_timeout: self.request_timeout,
+        }
+    }
+
+    /// The retry settings as one policy.
+    pub(crate) fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            initial: self.retry_initial_backoff,
+            max: self.retry_max_backoff,
+        }
+    }
+
     /// Appends every broken rule under `prefix` (such as `exporters.xray`).
     /// Checked whether or not the exporter is enabled, so typos fail early.
     pub(crate) fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
@@ -90,29 +109,7 @@ impl XrayConfig {
                 reason,
             });
         };
-        if !self.region.is_empty() && !is_region(&self.region) {
-            fail(
-                "region",
-                format!(
-                    "{:?} is not an AWS region name such as us-east-1",
-                    self.region
-                ),
-            );
-        }
-        if !self.endpoint.is_empty()
-            && let Err(reason) = check_endpoint(&self.endpoint)
-        {
-            fail("endpoint", reason);
-        }
-        if !self.role_arn.is_empty() && !is_role_arn(&self.role_arn) {
-            fail(
-                "role_arn",
-                format!(
-                    "{:?} is not an IAM role ARN such as arn:aws:iam::123456789012:role/tracemap",
-                    self.role_arn
-                ),
-            );
-        }
+        check_settings(&self.aws_target(), &self.retry_policy(), &mut fail);
         if let Some(key) = self
             .translate
             .indexed_attributes
@@ -141,21 +138,6 @@ impl XrayConfig {
         }
         if !(1..=256).contains(&self.max_concurrency) {
             fail("max_concurrency", "must be 1 to 256".into());
-        }
-        if self.max_retries > 100 {
-            fail("max_retries", "must be at most 100".into());
-        }
-        if self.retry_initial_backoff.is_zero() {
-            fail("retry_initial_backoff", "must be greater than zero".into());
-        }
-        if self.retry_max_backoff < self.retry_initial_backoff {
-            fail(
-                "retry_max_backoff",
-                "must be at least retry_initial_backoff".into(),
-            );
-        }
-        if self.request_timeout.is_zero() {
-            fail("request_timeout", "must be greater than zero".into());
         }
     }
 }
@@ -286,12 +268,12 @@ mod tests {
         assert_eq!(
             invalid_keys(&config),
             [
+                "exporters.xray.request_timeout",
+                "exporters.xray.max_retries",
+                "exporters.xray.retry_max_backoff",
                 "exporters.xray.flush_interval",
                 "exporters.xray.max_queue",
                 "exporters.xray.max_concurrency",
-                "exporters.xray.max_retries",
-                "exporters.xray.retry_max_backoff",
-                "exporters.xray.request_timeout",
             ]
         );
     }

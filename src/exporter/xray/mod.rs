@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::XrayConfig;
 use segment::TranslateConfig;
 
-use crate::exporter::{ExporterCounters, ExporterMetrics, reason};
+use crate::exporter::{ExportReport, ExporterCounters, ExporterMetrics, reason};
 use crate::model::{Span, SpanId};
 use crate::pipeline::{AdmissionGate, SpanConsumer};
 
@@ -241,17 +241,6 @@ impl SpanConsumer for XrayConsumer {
     }
 }
 
-/// What the exporter did over its life, reported at shutdown.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct XrayReport {
-    /// Segments X-Ray accepted.
-    pub sent: u64,
-    /// Segments refused or given up after the last retry.
-    pub failed: u64,
-    /// Segments still queued or in flight at the deadline, now lost.
-    pub lost_at_shutdown: u64,
-}
-
 /// A running X-Ray exporter: the shared queue and its sender task.
 pub struct XrayExporter {
     queue: Arc<SegmentQueue>,
@@ -322,7 +311,7 @@ impl XrayExporter {
     /// Sends everything queued (partial batches too), waits for in-flight
     /// calls and their retries, all before `deadline`; what is left then is
     /// counted as dropped (`reason="shutdown"`) and reported.
-    pub async fn shutdown(self, deadline: Instant) -> XrayReport {
+    pub async fn shutdown(self, deadline: Instant) -> ExportReport {
         self.stop.cancel();
         let mut sender = self.sender;
         if tokio::time::timeout_at(deadline, &mut sender)
@@ -338,7 +327,7 @@ impl XrayExporter {
         if lost > 0 {
             counters.dropped(reason::SHUTDOWN, lost);
         }
-        XrayReport {
+        ExportReport {
             sent: counters.sent.get(),
             failed: counters.failed_total(),
             lost_at_shutdown: lost,
