@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::moto::{FAKE_AWS_ENV, Moto, moto_server_path};
+use common::moto::{FAKE_AWS_ENV, Moto, client_config, moto_server_path};
 use common::{Collector, otel_python, test_file};
 use serde_json::Value;
 
@@ -137,7 +137,7 @@ async fn emf_events_in_moto_match_the_graph() {
         .collect();
     assert_eq!(keys, expected_edges());
 
-    let logs = logs_client(&moto.endpoint);
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&client_config(&moto.endpoint));
     let group = format!("/aws/tracemap/{CLUSTER}/metrics");
     let retention = logs
         .describe_log_groups()
@@ -291,7 +291,7 @@ async fn putmetricdata_in_moto_matches_the_graph() {
     );
     let (graph, start, end) = run_traffic(&yaml, &python).await;
     assert_eq!(graph.len(), 4);
-    let client = metrics_client(&moto.endpoint);
+    let client = aws_sdk_cloudwatch::Client::new(&client_config(&moto.endpoint));
     for ((c, s, kind), edge) in &graph {
         let dims = [
             ("Client", c.as_str()),
@@ -362,28 +362,4 @@ async fn putmetricdata_in_moto_matches_the_graph() {
             );
         }
     }
-}
-
-fn logs_client(endpoint: &str) -> aws_sdk_cloudwatchlogs::Client {
-    let config = aws_sdk_cloudwatchlogs::Config::builder()
-        .behavior_version(aws_sdk_cloudwatchlogs::config::BehaviorVersion::latest())
-        .region(aws_sdk_cloudwatchlogs::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .build();
-    aws_sdk_cloudwatchlogs::Client::from_conf(config)
-}
-
-fn metrics_client(endpoint: &str) -> aws_sdk_cloudwatch::Client {
-    let config = aws_sdk_cloudwatch::Config::builder()
-        .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
-        .region(aws_sdk_cloudwatch::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_cloudwatch::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .build();
-    aws_sdk_cloudwatch::Client::from_conf(config)
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use common::moto::{FAKE_AWS_ENV, Moto, moto_server_path};
+use common::moto::{FAKE_AWS_ENV, Moto, client_config, moto_server_path};
 use common::{Collector, otel_python, request, series_value, test_file};
 use prost::Message;
 use serde_json::{Value, json};
@@ -43,18 +43,6 @@ fn assert_no_failures(text: &str) {
         );
         assert_eq!(series_value(text, series), 0.0, "{series}");
     }
-}
-
-fn xray_client(endpoint: &str) -> aws_sdk_xray::Client {
-    let config = aws_sdk_xray::Config::builder()
-        .behavior_version(aws_sdk_xray::config::BehaviorVersion::latest())
-        .region(aws_sdk_xray::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_xray::config::Credentials::new(
-            "testing", "testing", None, None, "test",
-        ))
-        .build();
-    aws_sdk_xray::Client::from_conf(config)
 }
 
 /// The X-Ray form of a W3C trace id.
@@ -126,7 +114,12 @@ async fn python_sdk_spans_come_back_from_moto_as_xray_segments() {
     let trace_id = xray_trace_id(sent["trace_id"].as_str().unwrap());
     let id = |label: &str| sent["spans"][label].as_str().unwrap().to_owned();
 
-    let docs = read_back(&xray_client(&moto.endpoint), &trace_id, 5).await;
+    let docs = read_back(
+        &aws_sdk_xray::Client::new(&client_config(&moto.endpoint)),
+        &trace_id,
+        5,
+    )
+    .await;
     assert_eq!(docs.len(), 5, "one document per span: {docs:#?}");
     for doc in docs.values() {
         assert_eq!(doc["trace_id"], trace_id.as_str());

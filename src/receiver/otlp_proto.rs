@@ -59,7 +59,7 @@ pub enum OtlpProtoError {
 const RECURSION_LIMIT: u32 = 100;
 
 /// Field numbers from opentelemetry/proto (collector, trace, resource, common).
-mod tag {
+pub(crate) mod tag {
     pub const REQUEST_RESOURCE_SPANS: u32 = 1;
     pub const RESOURCE_SPANS_RESOURCE: u32 = 1;
     pub const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;

@@ -39,6 +39,21 @@ pub fn moto_server_path(what: &str) -> Option<PathBuf> {
     }
 }
 
+/// SDK settings for any AWS client of the test: moto's endpoint, a fixed
+/// region and the fake credentials.
+pub fn client_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new("testing", "testing", None, None, "test"),
+            ),
+        )
+        .build()
+}
+
 /// A running `moto_server`; killed on drop.
 pub struct Moto {
     child: Child,

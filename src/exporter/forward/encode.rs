@@ -25,42 +25,8 @@ use bytes::BufMut;
 use prost::encoding::encoded_len_varint;
 
 use crate::model::{AttributeValue, Attributes, Event, Resource, Span, SpanKind, StatusCode};
-
-/// Field numbers from opentelemetry/proto (collector, trace, resource, common).
-mod tag {
-    pub const REQUEST_RESOURCE_SPANS: u32 = 1;
-    pub const RESOURCE_SPANS_RESOURCE: u32 = 1;
-    pub const RESOURCE_SPANS_SCOPE_SPANS: u32 = 2;
-    pub const RESOURCE_ATTRIBUTES: u32 = 1;
-    pub const SCOPE_SPANS_SCOPE: u32 = 1;
-    pub const SCOPE_SPANS_SPANS: u32 = 2;
-    pub const SCOPE_NAME: u32 = 1;
-    pub const SPAN_TRACE_ID: u32 = 1;
-    pub const SPAN_SPAN_ID: u32 = 2;
-    pub const SPAN_PARENT_SPAN_ID: u32 = 4;
-    pub const SPAN_NAME: u32 = 5;
-    pub const SPAN_KIND: u32 = 6;
-    pub const SPAN_START: u32 = 7;
-    pub const SPAN_END: u32 = 8;
-    pub const SPAN_ATTRIBUTES: u32 = 9;
-    pub const SPAN_EVENTS: u32 = 11;
-    pub const SPAN_STATUS: u32 = 15;
-    pub const EVENT_TIME: u32 = 1;
-    pub const EVENT_NAME: u32 = 2;
-    pub const EVENT_ATTRIBUTES: u32 = 3;
-    pub const STATUS_MESSAGE: u32 = 2;
-    pub const STATUS_CODE: u32 = 3;
-    pub const KEY_VALUE_KEY: u32 = 1;
-    pub const KEY_VALUE_VALUE: u32 = 2;
-    pub const ANY_STRING: u32 = 1;
-    pub const ANY_BOOL: u32 = 2;
-    pub const ANY_INT: u32 = 3;
-    pub const ANY_DOUBLE: u32 = 4;
-    pub const ANY_ARRAY: u32 = 5;
-    pub const ANY_KVLIST: u32 = 6;
-    pub const ANY_BYTES: u32 = 7;
-    pub const LIST_VALUES: u32 = 1;
-}
+// The decoder's field numbers: one table for both directions.
+use crate::receiver::otlp_proto::tag;
 
 const VARINT: u32 = 0;
 const FIXED64: u32 = 1;
