@@ -1,4 +1,5 @@
-//! X-Ray translation per span: span → segment document JSON.
+//! X-Ray translation per span: span → segment document JSON, escaped for
+//! the request body as the exporter writes it (`translate_escaped`).
 //!
 //! 512 spans decoded by the OTLP receiver (attributes left in wire form, as
 //! in the pipeline) from one EKS service: HTTP SERVER spans (segments,
@@ -18,7 +19,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, Key
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{self as otlp, ResourceSpans, ScopeSpans, Status};
 use prost::Message;
-use tracemap::exporter::xray::segment::{TranslateConfig, translate};
+use tracemap::exporter::xray::segment::{TranslateConfig, translate, translate_escaped};
 use tracemap::model::Span;
 use tracemap::receiver::otlp_proto;
 
@@ -214,7 +215,7 @@ fn translate_all<M: Measurement>(
     group.bench_function(name, |b| {
         b.iter(|| {
             for span in spans {
-                black_box(translate(black_box(span), config, now).ok());
+                black_box(translate_escaped(black_box(span), config, now).ok());
             }
         })
     });

@@ -10,5 +10,5 @@ mod span;
 pub use ids::{IdError, SpanId, TraceId};
 pub use span::{
     AttributeValue, Attributes, AttributesIter, ByteString, Event, KeySet, Resource, Span,
-    SpanKind, StatusCode, UNKNOWN_SERVICE,
+    SpanKind, StatusCode, UNKNOWN_SERVICE, ValueRef,
 };

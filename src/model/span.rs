@@ -147,6 +147,44 @@ impl AttributeValue {
     }
 }
 
+/// An attribute value as [`Attributes::iter_ref`] reads it: strings
+/// borrowed, so reading every attribute of a span allocates only for the
+/// rare bytes, arrays and maps. A string or integer may also arrive as
+/// `Decoded`; the accessors treat both alike.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ValueRef<'a> {
+    /// A UTF-8 string.
+    Str(&'a str),
+    /// A signed 64-bit integer.
+    Int(i64),
+    /// Any other value (bools, doubles, bytes, arrays, maps, empty).
+    Decoded(AttributeValue),
+}
+
+impl ValueRef<'_> {
+    /// The value as a string slice, when it is a string.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Str(s) => Some(s),
+            Self::Int(_) => None,
+            Self::Decoded(value) => value.as_str(),
+        }
+    }
+
+    /// The value as an integer, when it is one (strings not parsed).
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Self::Int(i) | Self::Decoded(AttributeValue::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// Whether the value is unset.
+    pub fn is_empty_value(&self) -> bool {
+        matches!(self, Self::Decoded(AttributeValue::Empty))
+    }
+}
+
 /// Key/value attributes in wire order; lookups are linear, which beats a
 /// hash map for the handful of attributes a span carries.
 ///
@@ -261,6 +299,35 @@ impl Attributes {
         })
     }
 
+    /// Every attribute in wire order, strings and integers borrowed or
+    /// copied, other values decoded: what a translator that reads every
+    /// attribute wants, without an allocation per string.
+    pub fn iter_ref(&self) -> impl Iterator<Item = (&str, ValueRef<'_>)> {
+        let (owned, encoded) = match &self.0 {
+            Repr::Owned(pairs) => (
+                Some(
+                    pairs
+                        .iter()
+                        .map(|pair| (pair.0.as_str(), pair.scalar_ref())),
+                ),
+                None,
+            ),
+            Repr::Encoded(encoded) => (
+                None,
+                Some(wire::Entries::new(&encoded.bytes, encoded.field).map(|kv| {
+                    (
+                        wire::utf8(wire::key(kv)),
+                        EncodedPair { key: &[], kv }.scalar_ref(),
+                    )
+                })),
+            ),
+        };
+        owned
+            .into_iter()
+            .flatten()
+            .chain(encoded.into_iter().flatten())
+    }
+
     /// Number of attributes.
     pub fn len(&self) -> usize {
         match &self.0 {
@@ -317,6 +384,16 @@ trait Pair<'a>: Copy {
     fn key(self) -> &'a [u8];
     fn scalar(self) -> Scalar<'a>;
     fn value(self) -> AttributeValue;
+
+    /// Strings and integers as they are, anything else decoded.
+    #[inline]
+    fn scalar_ref(self) -> ValueRef<'a> {
+        match self.scalar() {
+            Scalar::Str(s) => ValueRef::Str(s),
+            Scalar::Int(i) => ValueRef::Int(i),
+            Scalar::Other => ValueRef::Decoded(self.value()),
+        }
+    }
 }
 
 impl<'a> Pair<'a> for &'a (String, AttributeValue) {

@@ -78,8 +78,8 @@ impl SdkClient {
 
 impl PutSegments for SdkClient {
     async fn put(&self, documents: &[Document]) -> Result<Vec<Unprocessed>, XrayError> {
-        // The SDK's JSON writer escapes documents byte by byte, twice the
-        // cost of serde_json's in a profile; the body is written here and
+        // The SDK's JSON writer escapes documents byte by byte; here the
+        // body joins documents translation already wrote escaped, and is
         // swapped in before signing, so the signature covers it (tests/xray.rs
         // checks). Endpoint, credentials, signing, transport and errors stay
         // the SDK's.
@@ -113,16 +113,17 @@ impl PutSegments for SdkClient {
 
 /// `{"TraceSegmentDocuments":["…","…"]}`: each document as a JSON string.
 fn request_body(documents: &[Document]) -> Bytes {
-    // Escaping adds a backslash per quote: about a fifth for segment JSON.
-    let size: usize = documents.iter().map(|d| d.json.len() * 5 / 4 + 3).sum();
-    let mut body = Vec::with_capacity(size + 32);
-    body.extend_from_slice(b"{\"TraceSegmentDocuments\":[");
+    const HEAD: &[u8] = b"{\"TraceSegmentDocuments\":[";
+    let size: usize = documents.iter().map(|d| d.escaped.len() + 3).sum();
+    let mut body = Vec::with_capacity(HEAD.len() + size + 2);
+    body.extend_from_slice(HEAD);
     for (i, document) in documents.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        serde_json::to_writer(&mut body, document.json.as_str())
-            .expect("writing JSON to a Vec cannot fail");
+        body.push(b'"');
+        body.extend_from_slice(&document.escaped);
+        body.push(b'"');
     }
     body.extend_from_slice(b"]}");
     Bytes::from(body)
@@ -334,7 +335,7 @@ mod tests {
     fn doc(id: u64) -> Document {
         Document {
             id: SpanId::from_bytes(id.to_be_bytes()),
-            json: format!("{{\"id\":\"{id:016x}\"}}"),
+            escaped: format!("{{\\\"id\\\":\\\"{id:016x}\\\"}}").into(),
         }
     }
 
@@ -561,13 +562,23 @@ mod tests {
 
     #[test]
     fn request_body_carries_each_document_verbatim() {
-        let documents = vec![
-            Document {
-                id: SpanId::from_bytes([1; 8]),
-                json: r#"{"name":"a \"q\" \\ é\n","id":"0101010101010101"}"#.into(),
-            },
-            doc(2),
+        let plain = [
+            r#"{"name":"a \"q\" \\ é\n","id":"0101010101010101"}"#.to_owned(),
+            format!("{{\"id\":\"{:016x}\"}}", 2),
         ];
+        // Escaped as translate_escaped writes them: serde_json's string body.
+        let documents: Vec<Document> = plain
+            .iter()
+            .zip(1u64..)
+            .map(|(json, id)| {
+                let quoted = serde_json::to_string(json).unwrap();
+                Document {
+                    id: SpanId::from_bytes(id.to_be_bytes()),
+                    escaped: Bytes::copy_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]),
+                }
+            })
+            .collect();
+        assert_eq!(documents[1].escaped, doc(2).escaped);
         let body: serde_json::Value = serde_json::from_slice(&request_body(&documents)).unwrap();
         let sent: Vec<&str> = body["TraceSegmentDocuments"]
             .as_array()
@@ -575,10 +586,7 @@ mod tests {
             .iter()
             .map(|d| d.as_str().unwrap())
             .collect();
-        assert_eq!(
-            sent,
-            [documents[0].json.as_str(), documents[1].json.as_str()]
-        );
+        assert_eq!(sent, plain);
         assert_eq!(body.as_object().unwrap().len(), 1);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  pipeline workers (one XrayConsumer each)        sender task (client.rs)
-//!  span ─► segment::translate ─► Document ─► SegmentQueue ─► batches of ≤ 50 ─► PutTraceSegments
+//!  span ─► segment::translate_escaped ─► Document ─► SegmentQueue ─► batches of ≤ 50 ─► PutTraceSegments
 //!          (on the worker thread)              (one, bounded,   (size or interval,   (bounded concurrency,
 //!                                               drops oldest)    shutdown flush)      retries with back-off)
 //! ```
@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -74,8 +75,10 @@ impl XrayError {
 pub struct Document {
     /// The segment id (the span id), to match `UnprocessedTraceSegments`.
     pub id: SpanId,
-    /// The segment document, as PutTraceSegments takes it.
-    pub json: String,
+    /// The segment document escaped as the contents of a JSON string
+    /// ([`segment::translate_escaped`]): the request body is these, quoted
+    /// and joined.
+    pub escaped: Bytes,
 }
 
 /// The one bounded queue between all workers and the sender.
@@ -223,21 +226,45 @@ pub struct XrayConsumer {
     translate: Arc<TranslateConfig>,
     /// Reused between batches, so queueing allocates nothing per call.
     pending: Vec<Document>,
+    /// Each document is written here, then copied into `chunk`.
+    scratch: Vec<u8>,
+    /// Documents are slices of shared chunks: one allocation per
+    /// [`CHUNK_BYTES`], not one per document freed on another thread, which
+    /// kept the allocator handing pages back to the kernel and faulting
+    /// them in again.
+    chunk: BytesMut,
 }
+
+/// Room for about a hundred documents.
+const CHUNK_BYTES: usize = 64 * 1024;
 
 impl SpanConsumer for XrayConsumer {
     fn consume(&mut self, spans: &[Span]) {
         let now = SystemTime::now();
         for span in spans {
-            match segment::translate(span, &self.translate, now) {
-                Ok(json) => self.pending.push(Document {
-                    id: span.span_id,
-                    json,
-                }),
+            self.scratch.clear();
+            match segment::translate_escaped_into(span, &self.translate, now, &mut self.scratch) {
+                Ok(()) => {
+                    let escaped = self.copy_to_chunk();
+                    self.pending.push(Document {
+                        id: span.span_id,
+                        escaped,
+                    });
+                }
                 Err(why) => self.queue.counters().dropped(why.as_label(), 1),
             }
         }
         self.queue.push(&mut self.pending);
+    }
+}
+
+impl XrayConsumer {
+    fn copy_to_chunk(&mut self) -> Bytes {
+        if self.chunk.capacity() < self.scratch.len() {
+            self.chunk = BytesMut::with_capacity(CHUNK_BYTES.max(self.scratch.len()));
+        }
+        self.chunk.extend_from_slice(&self.scratch);
+        self.chunk.split().freeze()
     }
 }
 
@@ -305,6 +332,8 @@ impl XrayExporter {
             queue: self.queue.clone(),
             translate: self.translate.clone(),
             pending: Vec::new(),
+            scratch: Vec::new(),
+            chunk: BytesMut::new(),
         }
     }
 
@@ -344,7 +373,7 @@ mod tests {
     fn doc(id: u64) -> Document {
         Document {
             id: SpanId::from_bytes(id.to_be_bytes()),
-            json: format!("{{\"id\":\"{id:016x}\"}}"),
+            escaped: format!("{{\\\"id\\\":\\\"{id:016x}\\\"}}").into(),
         }
     }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AttributeValue, Attributes, Resource, Span, SpanKind, StatusCode};
+use crate::model::{AttributeValue, Attributes, Resource, Span, SpanKind, StatusCode, ValueRef};
 
 /// Which trace ids are translated.
 ///
@@ -117,12 +117,70 @@ const TRIMMED_STRING_BYTES: usize = 1024;
 const EPOCH_MAX_AGE: Duration = Duration::from_secs(28 * 24 * 3600);
 const EPOCH_MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 
-/// The document as the JSON string PutTraceSegments takes.
+/// The segment document as JSON.
 pub fn translate(
     span: &Span,
     config: &TranslateConfig,
     now: SystemTime,
 ) -> Result<String, DropReason> {
+    let mut json = Vec::new();
+    translate_as(span, config, now, Output::Plain, &mut json)?;
+    String::from_utf8(json).map_err(|_| DropReason::Encoding)
+}
+
+/// The segment document already escaped as the contents of a JSON string,
+/// as it goes into PutTraceSegments' `TraceSegmentDocuments` array: written
+/// so once, where escaping the plain document again for the request body
+/// cost a tenth of the X-Ray path. UTF-8, built from `&str`s and ASCII.
+pub fn translate_escaped(
+    span: &Span,
+    config: &TranslateConfig,
+    now: SystemTime,
+) -> Result<Vec<u8>, DropReason> {
+    let mut escaped = Vec::new();
+    translate_escaped_into(span, config, now, &mut escaped)?;
+    Ok(escaped)
+}
+
+/// [`translate_escaped`], appended to `out` (a buffer the caller reuses);
+/// on an error `out` is as it was.
+pub fn translate_escaped_into(
+    span: &Span,
+    config: &TranslateConfig,
+    now: SystemTime,
+    out: &mut Vec<u8>,
+) -> Result<(), DropReason> {
+    translate_as(span, config, now, Output::Escaped, out)
+}
+
+/// How [`JsonWriter`] writes: plain JSON, or JSON escaped once more to be
+/// the contents of a JSON string.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Output {
+    Plain,
+    Escaped,
+}
+
+impl Output {
+    /// A quote: `"`, or `\"` escaped. Pushed byte by byte: a one- or
+    /// two-byte `extend_from_slice` is a `memmove` call, and every string
+    /// and field name takes two.
+    #[inline]
+    fn push_quote(self, out: &mut Vec<u8>) {
+        if self == Self::Escaped {
+            out.push(b'\\');
+        }
+        out.push(b'"');
+    }
+}
+
+fn translate_as(
+    span: &Span,
+    config: &TranslateConfig,
+    now: SystemTime,
+    output: Output,
+    out: &mut Vec<u8>,
+) -> Result<(), DropReason> {
     let trace_id = xray_trace_id(span.trace_id.to_bytes(), config.trace_id_policy, now)?;
     let span_id = span.span_id.to_bytes();
     if span_id == [0; 8] {
@@ -133,16 +191,22 @@ pub fn translate(
     let attrs = Attrs::collect(&span.attributes, span_field);
     if !is_segment {
         let mut doc = build(span, config, &attrs, None, trace_id, false);
-        return encode(&mut doc, None);
+        return encode(&mut doc, None, output, out);
     }
     with_resource(&span.resource, |cached| {
         // Resource attributes to annotate take the general path.
         let rendered = !indexes_resource(config);
         let resource = Some((&cached.attrs, cached.sdk.as_deref()));
         let mut doc = build(span, config, &attrs, resource, trace_id, !rendered);
+        let metadata = match output {
+            Output::Plain => &cached.metadata[..],
+            Output::Escaped => &cached.metadata_escaped[..],
+        };
         encode(
             &mut doc,
-            rendered.then_some((&cached.metadata[..], &cached.attrs)),
+            rendered.then_some((metadata, &cached.attrs)),
+            output,
+            out,
         )
     })
 }
@@ -168,6 +232,8 @@ struct CachedResource {
     attrs: Attrs<'static>,
     /// `"otel.resource.<key>":<value>,…`
     metadata: Vec<u8>,
+    /// The same, escaped as for [`translate_escaped`].
+    metadata_escaped: Vec<u8>,
     /// `aws.xray.sdk`: `<telemetry.sdk.name> for <language>`.
     sdk: Option<String>,
 }
@@ -201,19 +267,23 @@ fn with_resource<R>(resource: &Arc<Resource>, f: impl FnOnce(&CachedResource) ->
 impl CachedResource {
     fn new(resource: &Arc<Resource>) -> Self {
         let attrs = Attrs::collect_owned(&resource.attributes, resource_field);
-        let mut metadata = Vec::new();
-        for (key, value, _) in &attrs.pairs {
-            if *value == AttributeValue::Empty {
-                continue;
+        let render = |output| {
+            let mut metadata = Vec::new();
+            for (key, value, _) in &attrs.pairs {
+                if value.is_empty_value() {
+                    continue;
+                }
+                if !metadata.is_empty() {
+                    metadata.push(b',');
+                }
+                // Strings and attribute values always serialise.
+                let _ = write_json_as(&mut metadata, &MetaKey::Resource(key), output);
+                metadata.push(b':');
+                let _ = write_json_as(&mut metadata, &JsonRef(value), output);
             }
-            if !metadata.is_empty() {
-                metadata.push(b',');
-            }
-            // Strings and attribute values always serialise.
-            let _ = write_json(&mut metadata, &MetaKey::Resource(key));
-            metadata.push(b':');
-            let _ = write_json(&mut metadata, &Json(value));
-        }
+            metadata
+        };
+        let (metadata, metadata_escaped) = (render(Output::Plain), render(Output::Escaped));
         // The X-Ray SDKs write e.g. "X-Ray for Go"; do the same for OTel.
         let sdk = attrs
             .str(Field::SdkName)
@@ -227,6 +297,7 @@ impl CachedResource {
             resource: Arc::downgrade(resource),
             attrs,
             metadata,
+            metadata_escaped,
             sdk,
         }
     }
@@ -456,9 +527,12 @@ impl Used {
     }
 }
 
-/// Attributes decoded in one pass, with the position of each known role.
+/// Attributes read in one pass, with the position of each known role.
 struct Attrs<'a> {
-    pairs: Vec<(Cow<'a, str>, AttributeValue, Option<Field>)>,
+    /// Strings borrow from the span's request buffer (or, for the resource
+    /// cache, live in decoded values): an owned value per attribute cost a
+    /// tenth of the X-Ray path.
+    pairs: Vec<(Cow<'a, str>, ValueRef<'a>, Option<Field>)>,
     /// Length of the keys and string values, to size the document.
     bytes: usize,
     /// Index + 1 into `pairs`; 0 when absent.
@@ -471,7 +545,7 @@ impl Attrs<'static> {
         Self::from_pairs(
             attributes
                 .iter()
-                .map(|(key, value)| (Cow::Owned(key.to_owned()), value)),
+                .map(|(key, value)| (Cow::Owned(key.to_owned()), ValueRef::Decoded(value))),
             attributes.len(),
             classify,
         )
@@ -483,7 +557,7 @@ impl<'a> Attrs<'a> {
     fn collect(attributes: &'a Attributes, classify: fn(&str) -> Option<Field>) -> Self {
         Self::from_pairs(
             attributes
-                .iter()
+                .iter_ref()
                 .map(|(key, value)| (Cow::Borrowed(key), value)),
             attributes.len(),
             classify,
@@ -491,7 +565,7 @@ impl<'a> Attrs<'a> {
     }
 
     fn from_pairs(
-        attributes: impl Iterator<Item = (Cow<'a, str>, AttributeValue)>,
+        attributes: impl Iterator<Item = (Cow<'a, str>, ValueRef<'a>)>,
         len: usize,
         classify: fn(&str) -> Option<Field>,
     ) -> Self {
@@ -516,7 +590,7 @@ impl<'a> Attrs<'a> {
         }
     }
 
-    fn value(&self, field: Field) -> Option<&AttributeValue> {
+    fn value(&self, field: Field) -> Option<&ValueRef<'a>> {
         match self.slots[field as usize] {
             0 => None,
             i => Some(&self.pairs[usize::from(i) - 1].1),
@@ -530,16 +604,21 @@ impl<'a> Attrs<'a> {
 
     fn int(&self, field: Field) -> Option<i64> {
         match self.value(field)? {
-            AttributeValue::Double(d) if d.fract() == 0.0 && d.abs() < 1e15 => Some(*d as i64),
-            value => value.as_i64(),
+            ValueRef::Decoded(AttributeValue::Double(d)) if d.fract() == 0.0 && d.abs() < 1e15 => {
+                Some(*d as i64)
+            }
+            value => value
+                .as_int()
+                .or_else(|| value.as_str().and_then(|s| s.parse().ok())),
         }
     }
 
     /// A port, which SDKs send as an integer or a string.
     fn port(&self, field: Field) -> Option<Cow<'_, str>> {
-        match self.value(field)? {
-            AttributeValue::String(s) if !s.is_empty() => Some(Cow::Borrowed(s)),
-            AttributeValue::Int(i) => Some(Cow::Owned(i.to_string())),
+        let value = self.value(field)?;
+        match (value.as_str(), value.as_int()) {
+            (Some(s), _) if !s.is_empty() => Some(Cow::Borrowed(s)),
+            (_, Some(i)) => Some(Cow::Owned(i.to_string())),
             _ => None,
         }
     }
@@ -547,9 +626,14 @@ impl<'a> Attrs<'a> {
     /// Strings of a string array, or the one string (as set through
     /// `OTEL_RESOURCE_ATTRIBUTES`).
     fn strs(&self, field: Field) -> Vec<&str> {
-        match self.value(field) {
-            Some(AttributeValue::String(s)) if !s.is_empty() => vec![s],
-            Some(AttributeValue::Array(items)) => items
+        let Some(value) = self.value(field) else {
+            return Vec::new();
+        };
+        if let Some(s) = value.as_str() {
+            return if s.is_empty() { Vec::new() } else { vec![s] };
+        }
+        match value {
+            ValueRef::Decoded(AttributeValue::Array(items)) => items
                 .iter()
                 .filter_map(AttributeValue::as_str)
                 .filter(|s| !s.is_empty())
@@ -596,7 +680,7 @@ struct Document<'d> {
     #[serde(skip_serializing_if = "Option::is_none")]
     service: Option<Service<'d>>,
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "entries")]
-    annotations: Vec<(Cow<'d, str>, &'d AttributeValue)>,
+    annotations: Vec<(Cow<'d, str>, &'d ValueRef<'d>)>,
     #[serde(skip_serializing_if = "Metadata::is_empty")]
     metadata: Metadata<'d>,
     /// Bytes to reserve for the JSON.
@@ -902,14 +986,14 @@ impl fmt::Display for Prefixed<'_> {
 }
 
 enum MetaValue<'d> {
-    Attribute(&'d AttributeValue),
+    Attribute(&'d ValueRef<'d>),
     Json(serde_json::Value),
 }
 
 impl Serialize for MetaValue<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Self::Attribute(value) => Json(value).serialize(serializer),
+            Self::Attribute(value) => JsonRef(value).serialize(serializer),
             Self::Json(value) => value.serialize(serializer),
         }
     }
@@ -945,13 +1029,26 @@ impl Serialize for Json<'_> {
     }
 }
 
+/// A read attribute value as JSON, as [`Json`] writes the decoded one.
+struct JsonRef<'v, 'a>(&'v ValueRef<'a>);
+
+impl Serialize for JsonRef<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            ValueRef::Str(s) => serializer.serialize_str(s),
+            ValueRef::Int(i) => serializer.serialize_i64(*i),
+            ValueRef::Decoded(value) => Json(value).serialize(serializer),
+        }
+    }
+}
+
 fn entries<S: Serializer>(
-    pairs: &[(Cow<'_, str>, &AttributeValue)],
+    pairs: &[(Cow<'_, str>, &ValueRef<'_>)],
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     let mut map = serializer.serialize_map(Some(pairs.len()))?;
     for (key, value) in pairs {
-        map.serialize_entry(key, &Json(value))?;
+        map.serialize_entry(key, &JsonRef(value))?;
     }
     map.end()
 }
@@ -1243,6 +1340,16 @@ fn make_http<'d>(
         UrlPath,
         UrlQuery,
         HttpContentLength,
+        // The parts of the URL, as the awsxray exporter takes them: kept out
+        // of metadata whether or not the URL had to be built from them.
+        HttpHost,
+        HttpServerName,
+        ServerAddress,
+        ServerPort,
+        NetHostName,
+        NetHostPort,
+        NetPeerName,
+        NetPeerPort,
     ] {
         used.add(field);
     }
@@ -1915,7 +2022,7 @@ fn annotations_and_metadata<'d>(
         let indexed = listed(key) || (config.index_all_attributes && !consumed);
         if indexed && is_scalar(value) {
             add_annotation(&mut doc.annotations, annotation_key(key), value);
-        } else if !consumed && *value != AttributeValue::Empty {
+        } else if !consumed && !value.is_empty_value() {
             doc.metadata
                 .default
                 .push((MetaKey::Attribute(key), MetaValue::Attribute(value)));
@@ -1940,7 +2047,7 @@ fn resource_annotations_and_metadata<'d>(
         if indexed && is_scalar(value) {
             let key = Cow::Owned(format!("otel_resource_{}", annotation_key(key)));
             add_annotation(&mut doc.annotations, key, value);
-        } else if *value != AttributeValue::Empty {
+        } else if !value.is_empty_value() {
             doc.metadata
                 .default
                 .push((MetaKey::Resource(key), MetaValue::Attribute(value)));
@@ -1954,7 +2061,7 @@ fn xray_metadata<'d>(
     metadata: &mut Metadata<'d>,
     key: &'d str,
     namespace: &'d str,
-    value: &'d AttributeValue,
+    value: &'d ValueRef<'d>,
 ) {
     let object = value.as_str().and_then(|text| {
         serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).ok()
@@ -1978,11 +2085,14 @@ fn xray_metadata<'d>(
     }
 }
 
-fn is_scalar(value: &AttributeValue) -> bool {
+fn is_scalar(value: &ValueRef<'_>) -> bool {
     match value {
-        AttributeValue::String(_) | AttributeValue::Int(_) | AttributeValue::Bool(_) => true,
-        AttributeValue::Double(d) => d.is_finite(),
-        _ => false,
+        ValueRef::Str(_) | ValueRef::Int(_) => true,
+        ValueRef::Decoded(
+            AttributeValue::String(_) | AttributeValue::Int(_) | AttributeValue::Bool(_),
+        ) => true,
+        ValueRef::Decoded(AttributeValue::Double(d)) => d.is_finite(),
+        ValueRef::Decoded(_) => false,
     }
 }
 
@@ -2002,9 +2112,9 @@ fn annotation_key(key: &str) -> Cow<'_, str> {
 
 /// The first value of a sanitised key wins: `a.b` and `a_b` would collide.
 fn add_annotation<'d>(
-    annotations: &mut Vec<(Cow<'d, str>, &'d AttributeValue)>,
+    annotations: &mut Vec<(Cow<'d, str>, &'d ValueRef<'d>)>,
     key: Cow<'d, str>,
-    value: &'d AttributeValue,
+    value: &'d ValueRef<'d>,
 ) {
     if !key.is_empty() && !annotations.iter().any(|(k, _)| *k == key) {
         annotations.push((key, value));
@@ -2019,22 +2129,31 @@ fn add_annotation<'d>(
 fn encode<'d>(
     doc: &mut Document<'d>,
     mut resource_metadata: Option<(&[u8], &'d Attrs<'d>)>,
-) -> Result<String, DropReason> {
+    output: Output,
+    out: &mut Vec<u8>,
+) -> Result<(), DropReason> {
+    let start = out.len();
     loop {
+        out.truncate(start);
         let rendered = resource_metadata.map_or(&[][..], |(rendered, _)| rendered);
-        let mut out = Vec::with_capacity(doc.size_hint + rendered.len());
-        write_json(&mut out, &*doc).map_err(|_| DropReason::Encoding)?;
-        if !rendered.is_empty() {
-            splice_metadata(&mut out, &doc.metadata, rendered);
+        out.reserve(doc.size_hint + rendered.len());
+        if write_json_as(out, &*doc, output).is_err() {
+            out.truncate(start);
+            return Err(DropReason::Encoding);
         }
-        if out.len() <= MAX_DOCUMENT_BYTES {
-            // One check of the whole document (ASCII runs are checked a
-            // word at a time) is cheaper than building it from `&str`s.
-            return String::from_utf8(out).map_err(|_| DropReason::Encoding);
+        if !rendered.is_empty() {
+            splice_metadata(out, &doc.metadata, rendered, output);
+        }
+        let len = match output {
+            Output::Plain => out.len() - start,
+            Output::Escaped => unescaped_len(&out[start..]),
+        };
+        if len <= MAX_DOCUMENT_BYTES {
+            return Ok(());
         }
         if let Some((_, resource)) = resource_metadata.take() {
             for (key, value, _) in &resource.pairs {
-                if *value != AttributeValue::Empty {
+                if !value.is_empty_value() {
                     doc.metadata
                         .default
                         .push((MetaKey::Resource(key), MetaValue::Attribute(value)));
@@ -2042,7 +2161,7 @@ fn encode<'d>(
             }
             continue;
         }
-        let excess = out.len() - MAX_DOCUMENT_BYTES;
+        let excess = len - MAX_DOCUMENT_BYTES;
         // Least useful first: metadata, stack frames, the tails of long
         // strings; annotations (searchable) and chained exceptions last.
         let trimmed = trim_metadata(&mut doc.metadata, excess)
@@ -2051,6 +2170,7 @@ fn encode<'d>(
             || trim_annotations(&mut doc.annotations, excess)
             || trim_exceptions(doc);
         if !trimmed {
+            out.truncate(start);
             return Err(DropReason::TooLarge);
         }
     }
@@ -2059,19 +2179,45 @@ fn encode<'d>(
 /// Appends rendered entries to `metadata.default` of a serialised
 /// document: `metadata` is the document's last field and `default` its last
 /// namespace, so the document ends with their closing braces.
-fn splice_metadata(out: &mut Vec<u8>, metadata: &Metadata<'_>, entries: &[u8]) {
-    let (closing, opening): (usize, &[u8]) = if !metadata.default.is_empty() {
-        (3, b",")
+fn splice_metadata(out: &mut Vec<u8>, metadata: &Metadata<'_>, entries: &[u8], output: Output) {
+    let (closing, opening): (usize, &[&str]) = if !metadata.default.is_empty() {
+        (3, &[","])
     } else if !metadata.is_empty() {
-        (2, b",\"default\":{")
+        (2, &[",", "default", ":{"])
     } else {
-        (1, b",\"metadata\":{\"default\":{")
+        (1, &[",", "metadata", ":{", "default", ":{"])
     };
     debug_assert!(out.ends_with(&b"}}}"[..closing]));
     out.truncate(out.len() - closing);
-    out.extend_from_slice(opening);
+    // Names quoted, punctuation as it is.
+    for (i, part) in opening.iter().enumerate() {
+        if i % 2 == 1 {
+            output.push_quote(out);
+            out.extend_from_slice(part.as_bytes());
+            output.push_quote(out);
+        } else {
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
     out.extend_from_slice(entries);
     out.extend_from_slice(b"}}}");
+}
+
+/// The length of the document that `escaped` holds escaped once more: each
+/// backslash there starts a pair that stands for one byte.
+fn unescaped_len(escaped: &[u8]) -> usize {
+    if escaped.len() <= MAX_DOCUMENT_BYTES {
+        return escaped.len(); // unescaping only shortens it
+    }
+    let mut len = 0;
+    let mut bytes = escaped.iter();
+    while let Some(&byte) = bytes.next() {
+        if byte == b'\\' {
+            bytes.next();
+        }
+        len += 1;
+    }
+    len
 }
 
 fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
@@ -2127,13 +2273,13 @@ fn trim_metadata(metadata: &mut Metadata<'_>, excess: usize) -> bool {
     true
 }
 
-fn trim_annotations(annotations: &mut Vec<(Cow<'_, str>, &AttributeValue)>, excess: usize) -> bool {
+fn trim_annotations(annotations: &mut Vec<(Cow<'_, str>, &ValueRef<'_>)>, excess: usize) -> bool {
     if annotations.is_empty() {
         return false;
     }
     let sizes: Vec<usize> = annotations
         .iter()
-        .map(|(key, value)| key.len() + json_len(&Json(value)) + 4)
+        .map(|(key, value)| key.len() + json_len(&JsonRef(value)) + 4)
         .collect();
     let mut drop = vec![false; sizes.len()];
     for i in largest_covering(&sizes, excess) {
@@ -2242,7 +2388,19 @@ fn trim_exceptions(doc: &mut Document<'_>) -> bool {
 /// document tree needs: no enums with data, byte strings only as plain
 /// ASCII (ids).
 fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), JsonError> {
-    value.serialize(&mut JsonWriter { out, micros: false })
+    write_json_as(out, value, Output::Plain)
+}
+
+fn write_json_as<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+    output: Output,
+) -> Result<(), JsonError> {
+    value.serialize(&mut JsonWriter {
+        out,
+        micros: false,
+        output,
+    })
 }
 
 fn json_string<T: Serialize + ?Sized>(value: &T) -> Result<String, JsonError> {
@@ -2290,6 +2448,7 @@ struct JsonWriter<'o> {
     out: &'o mut Vec<u8>,
     /// The next u64 is a [`Micros`].
     micros: bool,
+    output: Output,
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -2301,8 +2460,10 @@ fn has_zero(word: u64) -> bool {
     word.wrapping_sub(ONES) & !word & HIGH != 0
 }
 
-/// Appends `text` as a JSON string body, escaping as serde_json does.
-fn escape_into(out: &mut Vec<u8>, text: &str) {
+/// Appends `text` as a JSON string body, escaping as serde_json does (and
+/// each escape sequence escaped again for [`Output::Escaped`]; the bytes
+/// between escapes need nothing more).
+fn escape_into(out: &mut Vec<u8>, text: &str, output: Output) {
     fn needs_escape(word: [u8; 8]) -> bool {
         let word = u64::from_le_bytes(word);
         word.wrapping_sub(ONES * 0x20) & !word & HIGH != 0
@@ -2311,7 +2472,13 @@ fn escape_into(out: &mut Vec<u8>, text: &str) {
     }
     /// Copies the clean run before each byte to escape in `range`, then the
     /// escape.
-    fn escape_range(out: &mut Vec<u8>, bytes: &[u8], clean: &mut usize, range: Range<usize>) {
+    fn escape_range(
+        out: &mut Vec<u8>,
+        bytes: &[u8],
+        clean: &mut usize,
+        range: Range<usize>,
+        output: Output,
+    ) {
         for at in range {
             let byte = bytes[at];
             if byte >= 0x20 && byte != b'"' && byte != b'\\' {
@@ -2319,19 +2486,37 @@ fn escape_into(out: &mut Vec<u8>, text: &str) {
             }
             out.extend_from_slice(&bytes[*clean..at]);
             *clean = at + 1;
-            match byte {
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                0x08 => out.extend_from_slice(b"\\b"),
-                0x0c => out.extend_from_slice(b"\\f"),
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let unicode;
+            let sequence: &[u8] = match byte {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
                 _ => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    out.extend_from_slice(b"\\u00");
-                    out.push(HEX[usize::from(byte >> 4)]);
-                    out.push(HEX[usize::from(byte & 0xf)]);
+                    unicode = [
+                        b'\\',
+                        b'u',
+                        b'0',
+                        b'0',
+                        HEX[usize::from(byte >> 4)],
+                        HEX[usize::from(byte & 0xf)],
+                    ];
+                    &unicode
+                }
+            };
+            match output {
+                Output::Plain => out.extend_from_slice(sequence),
+                Output::Escaped => {
+                    for &b in sequence {
+                        if b == b'\\' || b == b'"' {
+                            out.push(b'\\');
+                        }
+                        out.push(b);
+                    }
                 }
             }
         }
@@ -2342,7 +2527,7 @@ fn escape_into(out: &mut Vec<u8>, text: &str) {
     let mut at = 0;
     for chunk in &mut chunks {
         if needs_escape(chunk.try_into().unwrap_or_default()) {
-            escape_range(out, bytes, &mut clean, at..at + 8);
+            escape_range(out, bytes, &mut clean, at..at + 8, output);
         }
         at += 8;
     }
@@ -2354,7 +2539,7 @@ fn escape_into(out: &mut Vec<u8>, text: &str) {
             None => true,
         };
         if tail {
-            escape_range(out, bytes, &mut clean, at..bytes.len());
+            escape_range(out, bytes, &mut clean, at..bytes.len(), output);
         }
     }
     out.extend_from_slice(&bytes[clean..]);
@@ -2400,11 +2585,11 @@ fn push_seconds(out: &mut Vec<u8>, micros: u64) {
 }
 
 /// A `fmt::Write` that escapes, for `collect_str`.
-struct Escaping<'o>(&'o mut Vec<u8>);
+struct Escaping<'o>(&'o mut Vec<u8>, Output);
 
 impl fmt::Write for Escaping<'_> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
-        escape_into(self.0, text);
+        escape_into(self.0, text, self.1);
         Ok(())
     }
 }
@@ -2488,9 +2673,9 @@ impl<'a, 'o> Serializer for &'a mut JsonWriter<'o> {
     }
 
     fn serialize_str(self, v: &str) -> Result<(), JsonError> {
-        self.out.push(b'"');
-        escape_into(self.out, v);
-        self.out.push(b'"');
+        self.output.push_quote(self.out);
+        escape_into(self.out, v, self.output);
+        self.output.push_quote(self.out);
         Ok(())
     }
 
@@ -2502,9 +2687,9 @@ impl<'a, 'o> Serializer for &'a mut JsonWriter<'o> {
         if !plain {
             return Err(unsupported("a byte string other than plain ASCII"));
         }
-        self.out.push(b'"');
+        self.output.push_quote(self.out);
         push_ascii(self.out, v);
-        self.out.push(b'"');
+        self.output.push_quote(self.out);
         Ok(())
     }
 
@@ -2609,9 +2794,9 @@ impl<'a, 'o> Serializer for &'a mut JsonWriter<'o> {
 
     fn collect_str<T: fmt::Display + ?Sized>(self, value: &T) -> Result<(), JsonError> {
         use fmt::Write as _;
-        self.out.push(b'"');
-        write!(Escaping(self.out), "{value}").map_err(|_| unsupported("this text"))?;
-        self.out.push(b'"');
+        self.output.push_quote(self.out);
+        write!(Escaping(self.out, self.output), "{value}").map_err(|_| unsupported("this text"))?;
+        self.output.push_quote(self.out);
         Ok(())
     }
 }
@@ -2703,9 +2888,11 @@ impl serde::ser::SerializeStruct for Compound<'_, '_> {
         // Our own field names: nothing to escape.
         debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         self.separate();
-        self.writer.out.push(b'"');
+        let output = self.writer.output;
+        output.push_quote(self.writer.out);
         self.writer.out.extend_from_slice(key.as_bytes());
-        self.writer.out.extend_from_slice(b"\":");
+        output.push_quote(self.writer.out);
+        self.writer.out.push(b':');
         value.serialize(&mut *self.writer)
     }
 
@@ -2952,6 +3139,13 @@ mod tests {
     fn translate_with(span: &Span, config: &TranslateConfig) -> Value {
         let text = translate(span, config, now()).expect("translated");
         assert!(text.len() <= MAX_DOCUMENT_BYTES);
+        // What the exporter sends: the same document, escaped as a string.
+        let escaped = translate_escaped(span, config, now()).expect("translated");
+        let quoted = serde_json::to_string(&text).unwrap();
+        assert_eq!(
+            String::from_utf8(escaped).unwrap(),
+            quoted[1..quoted.len() - 1]
+        );
         serde_json::from_str(&text).expect("valid JSON")
     }
 
@@ -3281,10 +3475,8 @@ mod tests {
             json!({"request": {"method": "GET", "url": "http://inventory:8080/items/7"},
                    "response": {"status": 200}})
         );
-        assert_eq!(
-            out["metadata"]["default"],
-            json!({"server.address": "inventory", "server.port": 8080})
-        );
+        // The URL's parts are in the URL, not repeated in metadata.
+        assert!(out.get("metadata").is_none(), "{out}");
     }
 
     #[test]
@@ -4091,6 +4283,26 @@ mod tests {
             translate(&huge, &TranslateConfig::default(), now()),
             Err(DropReason::TooLarge)
         );
+        assert_eq!(
+            translate_escaped(&huge, &TranslateConfig::default(), now()),
+            Err(DropReason::TooLarge)
+        );
+    }
+
+    #[test]
+    fn the_limit_applies_to_the_document_not_its_escaped_form() {
+        // 29,000 quotes: 58,000 bytes of JSON, twice that escaped once more.
+        let quotes = "\"".repeat(29_000);
+        let span = span(SpanKind::Server, &[("quoted", s(&quotes))]);
+        let out = doc(&span);
+        assert_eq!(
+            out["metadata"]["default"]["quoted"],
+            quotes.as_str(),
+            "not trimmed"
+        );
+        let escaped = translate_escaped(&span, &TranslateConfig::default(), now()).unwrap();
+        assert!(escaped.len() > 2 * MAX_DOCUMENT_BYTES - 20_000);
+        assert!(unescaped_len(&escaped) <= MAX_DOCUMENT_BYTES);
     }
 
     /// Attributes as the OTLP protobuf decoder leaves them (wire bytes).
@@ -4174,10 +4386,13 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn any_string_escapes_as_serde_json(text in proptest::prelude::any::<String>()) {
-            proptest::prop_assert_eq!(
-                json_string(&text).unwrap(),
-                serde_json::to_string(&text).unwrap()
-            );
+            let json = serde_json::to_string(&text).unwrap();
+            proptest::prop_assert_eq!(json_string(&text).unwrap(), json.as_str());
+            // Escaped once more: the JSON above as the body of a string.
+            let mut escaped = Vec::new();
+            write_json_as(&mut escaped, &text, Output::Escaped).unwrap();
+            let twice = serde_json::to_string(&json).unwrap();
+            proptest::prop_assert_eq!(String::from_utf8(escaped).unwrap(), &twice[1..twice.len() - 1]);
         }
 
         #[test]
