@@ -11,6 +11,9 @@ pub mod xray;
 
 use std::sync::Arc;
 
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -195,5 +198,14 @@ impl ExporterCounters {
     /// Items failed for any reason.
     pub fn failed_total(&self) -> u64 {
         self.failed_rejected.get() + self.failed_retries_exhausted.get()
+    }
+}
+
+/// Waits for an exporter's task until `deadline`, then aborts it (with the
+/// calls it runs) and waits for that.
+pub(crate) async fn join_by(deadline: Instant, mut task: JoinHandle<()>) {
+    if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+        task.abort();
+        let _ = task.await;
     }
 }

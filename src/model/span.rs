@@ -171,11 +171,13 @@ impl ValueRef<'_> {
         }
     }
 
-    /// The value as an integer, when it is one (strings not parsed).
-    pub fn as_int(&self) -> Option<i64> {
+    /// The value as an integer, accepting integral strings, as
+    /// [`AttributeValue::as_i64`].
+    pub fn as_i64(&self) -> Option<i64> {
         match self {
-            Self::Int(i) | Self::Decoded(AttributeValue::Int(i)) => Some(*i),
-            _ => None,
+            Self::Int(i) => Some(*i),
+            Self::Str(s) => s.parse().ok(),
+            Self::Decoded(value) => value.as_i64(),
         }
     }
 

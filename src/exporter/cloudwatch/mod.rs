@@ -36,7 +36,9 @@ pub use config::{CloudWatchConfig, CloudWatchMode};
 use model::{ModelConfig, OperationTracker};
 
 use crate::exporter::aws::WarnLimiter;
-use crate::exporter::{ExportReport, ExporterCounters, ExporterLabels, ExporterMetrics, reason};
+use crate::exporter::{
+    ExportReport, ExporterCounters, ExporterLabels, ExporterMetrics, join_by, reason,
+};
 use crate::graph::edge::Minute;
 use crate::graph::{Graph, TimeWindow, unix_minute};
 
@@ -453,22 +455,9 @@ impl CloudWatchExporter {
     /// (`reason="shutdown"`) and reported.
     pub async fn shutdown(self, deadline: Instant) -> ExportReport {
         self.stop_producer.cancel();
-        let mut producer = self.producer;
-        if tokio::time::timeout_at(deadline, &mut producer)
-            .await
-            .is_err()
-        {
-            producer.abort();
-        }
+        join_by(deadline, self.producer).await;
         self.stop_sender.cancel();
-        let mut sender = self.sender;
-        if tokio::time::timeout_at(deadline, &mut sender)
-            .await
-            .is_err()
-        {
-            sender.abort();
-            let _ = sender.await;
-        }
+        join_by(deadline, self.sender).await;
         let lost = self.queue.pending_items();
         let counters = self.queue.counters();
         if lost > 0 {

@@ -332,12 +332,7 @@ mod tests {
     use crate::exporter::xray::XrayExporter;
     use crate::exporter::{ExporterCounters, ExporterMetrics};
 
-    fn doc(id: u64) -> Document {
-        Document {
-            id: SpanId::from_bytes(id.to_be_bytes()),
-            escaped: format!("{{\\\"id\\\":\\\"{id:016x}\\\"}}").into(),
-        }
-    }
+    use crate::exporter::xray::tests::doc;
 
     fn id_of(doc: &Document) -> u64 {
         u64::from_be_bytes(doc.id.to_bytes())

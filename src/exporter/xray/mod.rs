@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::XrayConfig;
 use segment::TranslateConfig;
 
-use crate::exporter::{ExportReport, ExporterCounters, ExporterMetrics, reason};
+use crate::exporter::{ExportReport, ExporterCounters, ExporterMetrics, join_by, reason};
 use crate::model::{Span, SpanId};
 use crate::pipeline::{AdmissionGate, SpanConsumer};
 
@@ -226,7 +226,8 @@ pub struct XrayConsumer {
     translate: Arc<TranslateConfig>,
     /// Reused between batches, so queueing allocates nothing per call.
     pending: Vec<Document>,
-    /// Each document is written here, then copied into `chunk`.
+    /// Each document is written here, then copied into `chunk`: the
+    /// writer (and its trimming, which rewrites) works on a `Vec`.
     scratch: Vec<u8>,
     /// Documents are slices of shared chunks: one allocation per
     /// [`CHUNK_BYTES`], not one per document freed on another thread, which
@@ -342,15 +343,8 @@ impl XrayExporter {
     /// counted as dropped (`reason="shutdown"`) and reported.
     pub async fn shutdown(self, deadline: Instant) -> ExportReport {
         self.stop.cancel();
-        let mut sender = self.sender;
-        if tokio::time::timeout_at(deadline, &mut sender)
-            .await
-            .is_err()
-        {
-            // Aborting the sender aborts its calls (they live in its JoinSet).
-            sender.abort();
-            let _ = sender.await;
-        }
+        // Aborting the sender aborts its calls (they live in its JoinSet).
+        join_by(deadline, self.sender).await;
         let lost = self.queue.len() as u64 + self.queue.in_flight.load(Ordering::Relaxed);
         let counters = self.queue.counters();
         if lost > 0 {
@@ -365,12 +359,13 @@ impl XrayExporter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use prometheus_client::registry::Registry;
 
     use super::*;
 
-    fn doc(id: u64) -> Document {
+    /// `{"id":"<id>"}`, escaped as translation writes documents.
+    pub(crate) fn doc(id: u64) -> Document {
         Document {
             id: SpanId::from_bytes(id.to_be_bytes()),
             escaped: format!("{{\\\"id\\\":\\\"{id:016x}\\\"}}").into(),

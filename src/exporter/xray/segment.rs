@@ -607,16 +607,14 @@ impl<'a> Attrs<'a> {
             ValueRef::Decoded(AttributeValue::Double(d)) if d.fract() == 0.0 && d.abs() < 1e15 => {
                 Some(*d as i64)
             }
-            value => value
-                .as_int()
-                .or_else(|| value.as_str().and_then(|s| s.parse().ok())),
+            value => value.as_i64(),
         }
     }
 
     /// A port, which SDKs send as an integer or a string.
     fn port(&self, field: Field) -> Option<Cow<'_, str>> {
         let value = self.value(field)?;
-        match (value.as_str(), value.as_int()) {
+        match (value.as_str(), value.as_i64()) {
             (Some(s), _) if !s.is_empty() => Some(Cow::Borrowed(s)),
             (_, Some(i)) => Some(Cow::Owned(i.to_string())),
             _ => None,
@@ -2180,24 +2178,22 @@ fn encode<'d>(
 /// document: `metadata` is the document's last field and `default` its last
 /// namespace, so the document ends with their closing braces.
 fn splice_metadata(out: &mut Vec<u8>, metadata: &Metadata<'_>, entries: &[u8], output: Output) {
-    let (closing, opening): (usize, &[&str]) = if !metadata.default.is_empty() {
-        (3, &[","])
+    // The objects to open before the entries: none, `default`, or both.
+    let (closing, open): (usize, &[&str]) = if !metadata.default.is_empty() {
+        (3, &[])
     } else if !metadata.is_empty() {
-        (2, &[",", "default", ":{"])
+        (2, &["default"])
     } else {
-        (1, &[",", "metadata", ":{", "default", ":{"])
+        (1, &["metadata", "default"])
     };
     debug_assert!(out.ends_with(&b"}}}"[..closing]));
     out.truncate(out.len() - closing);
-    // Names quoted, punctuation as it is.
-    for (i, part) in opening.iter().enumerate() {
-        if i % 2 == 1 {
-            output.push_quote(out);
-            out.extend_from_slice(part.as_bytes());
-            output.push_quote(out);
-        } else {
-            out.extend_from_slice(part.as_bytes());
-        }
+    out.push(b',');
+    for name in open {
+        output.push_quote(out);
+        out.extend_from_slice(name.as_bytes());
+        output.push_quote(out);
+        out.extend_from_slice(b":{");
     }
     out.extend_from_slice(entries);
     out.extend_from_slice(b"}}}");
