@@ -15,6 +15,11 @@ missing() {
   printf '\nSKIPPED (CI would fail): %s\n' "$*" >&2
 }
 
+# A CI run builds once: incremental state would only take disk.
+if [ -n "${CI:-}" ]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 step "python venv with the OpenTelemetry SDK and the moto AWS emulator (tests/python/requirements*.txt)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
