@@ -8,7 +8,8 @@
 # The X-Ray scenario runs the same load with each collector exporting every
 # span to AWS X-Ray (tracemap: exporters.xray; rotel: --exporter aws-xray
 # --disable-batching), both pointed at scripts/xray_sink.rs on core 1, a
-# PutTraceSegments endpoint that only counts segments; it checks that every
+# PutTraceSegments endpoint that only counts documents and the spans in
+# them (subsegments embedded in a segment included); it checks that every
 # accepted span was delivered.
 #
 # The forward scenario measures agent mode: a tracemap agent (`mode: agent`,
@@ -161,7 +162,7 @@ EOF
 sink_settle() {
   local last=-1 now stable=0
   for _ in $(seq 1 30); do
-    now=$(sink_count segments)
+    now=$(sink_count spans)
     if [ "$now" = "$last" ]; then
       stable=$((stable + 1))
       [ "$stable" -ge 2 ] && return 0
@@ -261,7 +262,7 @@ measure() {
   sleep 1 # the collector finishes what it queued
   if [ -n "$SETTLE" ]; then
     "$SETTLE"
-    delivered=$(sink_count segments)
+    delivered=$(sink_count spans)
   fi
   cpu1=$(cpu_ticks "$CPID")
   wait1=$(runq_wait_ns "$CPID")
@@ -295,8 +296,8 @@ measure_xray() {
   measure "$1" "$2"
   SETTLE=""
   # The collector has exited (after its shutdown flush): the count is final.
-  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$(tail -n 1 "$RESULTS" | cut -f13)" \
-    "$(sink_count segments)" "$(sink_count bad_requests)" >>"$DELIVERY"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$(tail -n 1 "$RESULTS" | cut -f13)" \
+    "$(sink_count spans)" "$(sink_count bad_requests)" "$(sink_count segments)" >>"$DELIVERY"
   stop_pid "$SINK_PID"
 }
 
@@ -387,12 +388,12 @@ if "tracemap" in per and "agent" in per:
     standalone = statistics.median(e for e, _, _ in per["tracemap"])
     print(f"    forwarding: the agent spends {1e9 / agent:,.0f} ns of CPU a span "
           f"({agent:,.0f} spans/cpu-s), the standalone collector {1e9 / standalone:,.0f} ns")
-for name, label, accepted, delivered, bad in delivery:
+for name, label, accepted, delivered, bad, documents in delivery:
     lost = int(accepted) - int(delivered)
     verdict = ("all delivered" if lost == 0 else
                f"{lost:,} NOT delivered" if lost > 0 else f"{-lost:,} extra (duplicates)")
     print(f"x-ray delivery, {name} {label}: accepted {int(accepted):,}, the sink received"
-          f" {int(delivered):,} segments ({bad} bad requests): {verdict}")
+          f" {int(delivered):,} spans in {int(documents):,} documents ({bad} bad requests): {verdict}")
 fixed = [r for r in table if r[1].startswith("rate")]
 for r in fixed:
     verdict = "within" if float(r[8]) <= target else "OVER"

@@ -1,12 +1,14 @@
 //! A PutTraceSegments sink for `scripts/bench.sh`: accepts every call,
-//! counts the segment documents, and answers with nothing unprocessed.
+//! counts the segment documents and the spans in them (a document's
+//! segment or subsegment and every subsegment embedded in it), and
+//! answers with nothing unprocessed.
 //!
 //! ```text
 //! cargo run --release --example xray_sink -- [ADDR]   # default 127.0.0.1:0
 //! ```
 //!
 //! Prints `listening on ADDR` once bound. `GET /count` answers
-//! `{"requests": N, "segments": N, "bytes": N, "bad_requests": N}`. Bodies
+//! `{"requests": N, "segments": N, "spans": N, "bytes": N, "bad_requests": N}`. Bodies
 //! labelled `Content-Encoding: gzip` are inflated only when they really are
 //! gzip (rotel labels plain JSON so). One thread: the sink must not take
 //! the CPU it measures.
@@ -20,21 +22,33 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 #[derive(Default)]
 struct Counts {
     requests: AtomicU64,
     segments: AtomicU64,
+    spans: AtomicU64,
     bytes: AtomicU64,
     bad_requests: AtomicU64,
 }
 
-/// Only the array length matters; documents are skipped, not parsed.
 #[derive(Deserialize)]
 struct PutTraceSegments {
     #[serde(rename = "TraceSegmentDocuments")]
-    documents: Vec<IgnoredAny>,
+    documents: Vec<String>,
+}
+
+/// A segment or subsegment: only what it embeds is read.
+#[derive(Deserialize)]
+struct Part {
+    #[serde(default)]
+    subsegments: Vec<Part>,
+}
+
+impl Part {
+    fn spans(&self) -> u64 {
+        1 + self.subsegments.iter().map(Part::spans).sum::<u64>()
+    }
 }
 
 async fn put(
@@ -64,9 +78,20 @@ async fn put(
     };
     match serde_json::from_slice::<PutTraceSegments>(json) {
         Ok(put) => {
+            let mut spans = 0;
+            for document in &put.documents {
+                match serde_json::from_str::<Part>(document) {
+                    Ok(part) => spans += part.spans(),
+                    Err(err) => {
+                        counts.bad_requests.fetch_add(1, Ordering::Relaxed);
+                        return (StatusCode::BAD_REQUEST, err.to_string()).into_response();
+                    }
+                }
+            }
             counts
                 .segments
                 .fetch_add(put.documents.len() as u64, Ordering::Relaxed);
+            counts.spans.fetch_add(spans, Ordering::Relaxed);
             (
                 [("content-type", "application/json")],
                 r#"{"UnprocessedTraceSegments":[]}"#,
@@ -85,6 +110,7 @@ async fn count(State(counts): State<Arc<Counts>>) -> impl IntoResponse {
     axum::Json(serde_json::json!({
         "requests": get(&counts.requests),
         "segments": get(&counts.segments),
+        "spans": get(&counts.spans),
         "bytes": get(&counts.bytes),
         "bad_requests": get(&counts.bad_requests),
     }))

@@ -117,7 +117,7 @@ impl ExporterMetrics {
         );
         registry.register(
             "tracemap_exporter_failed",
-            "Items (segments; forward: requests, each try) refused or given up, by reason",
+            "Items (x-ray: spans; forward: requests, each try) refused or given up, by reason",
             metrics.failed.clone(),
         );
         registry.register(

@@ -7,6 +7,10 @@ checkout-api  SERVER "GET /orders/{id}"  500, ERROR, customer.tier/order.id, end
   └─ CLIENT "POST"            payments, 500, ERROR
        └─ payments SERVER "POST /charge"  500, ERROR, exception event
 
+Spans leave through a BatchSpanProcessor, as apps usually send them:
+checkout-api's four go in one export, so its CLIENT spans come back from
+X-Ray embedded in its segment.
+
 Prints one JSON line: {"trace_id": hex, "spans": {label: span id hex}}.
 Exits non-zero unless every export succeeded.
 """
@@ -18,7 +22,7 @@ import sys
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -32,7 +36,7 @@ def service(name, protocol, endpoint):
     provider = TracerProvider(
         resource=Resource.create({"service.name": name, "service.version": "1.4.2"})
     )
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider, exporter, provider.get_tracer("tracemap.xray-test")
 
 

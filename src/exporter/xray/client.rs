@@ -18,7 +18,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::{Document, EXPORTER, SegmentQueue, XrayConfig, XrayError};
+use super::{Document, EXPORTER, SegmentQueue, XrayConfig, XrayError, span_count};
 use crate::exporter::aws::{RetryPolicy, WarnLimiter};
 use crate::exporter::reason;
 use crate::model::SpanId;
@@ -249,7 +249,7 @@ async fn send_batch<C: PutSegments>(
     loop {
         let why = match client.put(&pending).await {
             Ok(unprocessed) => {
-                let before = pending.len();
+                let before = span_count(&pending);
                 if unprocessed.is_empty() {
                     pending.clear();
                 } else {
@@ -259,8 +259,8 @@ async fn send_batch<C: PutSegments>(
                         .collect();
                     pending.retain(|d| ids.contains(&d.id));
                 }
-                let accepted = before - pending.len();
-                counters.sent.inc_by(accepted as u64);
+                let accepted = before - span_count(&pending);
+                counters.sent.inc_by(accepted);
                 queue.settle(accepted);
                 queue.set_healthy(true);
                 if pending.is_empty() {
@@ -291,7 +291,7 @@ async fn send_batch<C: PutSegments>(
         }
         retries += 1;
         tracing::debug!(exporter = EXPORTER, retry = retries, reason = %why, "x-ray retry");
-        counters.retries.inc_by(pending.len() as u64);
+        counters.retries.inc_by(span_count(&pending));
         tokio::time::sleep(retry.backoff(retries)).await;
     }
 }
@@ -304,17 +304,17 @@ fn give_up(
     label: &'static str,
 ) {
     let counters = queue.counters();
+    let spans = span_count(pending);
     match label {
-        reason::REJECTED => counters.failed_rejected.inc_by(pending.len() as u64),
-        _ => counters
-            .failed_retries_exhausted
-            .inc_by(pending.len() as u64),
+        reason::REJECTED => counters.failed_rejected.inc_by(spans),
+        _ => counters.failed_retries_exhausted.inc_by(spans),
     };
-    queue.settle(pending.len());
+    queue.settle(spans);
     if warn.allow() {
         tracing::warn!(
             exporter = EXPORTER,
             segments = pending.len(),
+            spans,
             error = why,
             "x-ray segments failed ({label}); counted in tracemap_exporter_failed_total, further failures within 30s only counted"
         );
@@ -569,6 +569,7 @@ mod tests {
                 let quoted = serde_json::to_string(json).unwrap();
                 Document {
                     id: SpanId::from_bytes(id.to_be_bytes()),
+                    spans: 1,
                     escaped: Bytes::copy_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]),
                 }
             })

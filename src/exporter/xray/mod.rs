@@ -2,10 +2,14 @@
 //!
 //! ```text
 //!  pipeline workers (one XrayConsumer each)        sender task (client.rs)
-//!  span ─► segment::translate_escaped ─► Document ─► SegmentQueue ─► batches of ≤ 50 ─► PutTraceSegments
-//!          (on the worker thread)              (one, bounded,   (size or interval,   (bounded concurrency,
-//!                                               drops oldest)    shutdown flush)      retries with back-off)
+//!  spans ─► nest + segment ─► Document ─► SegmentQueue ─► batches of ≤ 50 ─► PutTraceSegments
+//!          (on the worker thread)   (one, bounded,   (size or interval,   (bounded concurrency,
+//!                                    drops oldest)    shutdown flush)      retries with back-off)
 //! ```
+//!
+//! A document is a segment, or a subsegment whose parent is not in the
+//! same batch, with the subsegments below it embedded (`nest.rs`).
+//! Counters count spans; the queue's bound counts documents.
 //!
 //! Translation runs on the worker that already holds the span, so the
 //! request buffer its attributes borrow is read in place; only the owned
@@ -15,6 +19,7 @@
 
 pub mod client;
 pub mod config;
+mod nest;
 pub mod segment;
 
 use std::collections::VecDeque;
@@ -70,11 +75,14 @@ impl XrayError {
     }
 }
 
-/// One translated span, ready to send.
+/// One translated span with the subsegments embedded in it, ready to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
-    /// The segment id (the span id), to match `UnprocessedTraceSegments`.
+    /// The segment id (the outermost span's id), to match
+    /// `UnprocessedTraceSegments`.
     pub id: SpanId,
+    /// Spans in the document: the outermost and its embedded subsegments.
+    pub spans: u32,
     /// The segment document escaped as the contents of a JSON string
     /// ([`segment::translate_escaped`]): the request body is these, quoted
     /// and joined.
@@ -94,7 +102,7 @@ pub(crate) struct SegmentQueue {
     healthy: AtomicBool,
     /// Woken when a full batch is waiting.
     ready: Notify,
-    /// Documents taken by the sender and not yet sent, failed or dropped.
+    /// Spans taken by the sender and not yet sent, failed or dropped.
     in_flight: AtomicU64,
     counters: ExporterCounters,
     warned_full: AtomicBool,
@@ -138,9 +146,10 @@ impl SegmentQueue {
             if overflow > 0 {
                 // Oldest first: the queue's head, then the head of `docs`.
                 let from_queue = overflow.min(queue.len());
+                dropped = span_count(queue.range(..from_queue))
+                    + span_count(&docs[..overflow - from_queue]);
                 queue.drain(..from_queue);
                 docs.drain(..overflow - from_queue);
-                dropped = overflow as u64;
             }
             queue.extend(docs.drain(..));
             self.counters.queue_depth.set(queue.len() as i64);
@@ -175,7 +184,7 @@ impl SegmentQueue {
         // Counted before the lock is released, so a document is always
         // either queued or in flight for the shutdown accounting.
         self.in_flight
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            .fetch_add(span_count(&batch), Ordering::Relaxed);
         Some(batch)
     }
 
@@ -200,14 +209,14 @@ impl SegmentQueue {
         }
     }
 
-    /// Documents queued now.
-    pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+    /// Spans queued now.
+    fn spans(&self) -> u64 {
+        span_count(self.lock().iter())
     }
 
-    /// Marks `count` in-flight documents as settled (sent, failed).
-    pub(crate) fn settle(&self, count: usize) {
-        self.in_flight.fetch_sub(count as u64, Ordering::Relaxed);
+    /// Marks `spans` in flight as settled (sent, failed).
+    pub(crate) fn settle(&self, spans: u64) {
+        self.in_flight.fetch_sub(spans, Ordering::Relaxed);
     }
 
     pub(crate) fn counters(&self) -> &ExporterCounters {
@@ -220,10 +229,16 @@ impl SegmentQueue {
     }
 }
 
+/// The spans in `docs`.
+pub(crate) fn span_count<'a>(docs: impl IntoIterator<Item = &'a Document>) -> u64 {
+    docs.into_iter().map(|d| u64::from(d.spans)).sum()
+}
+
 /// Translates one shard's spans and queues the documents; one per worker.
 pub struct XrayConsumer {
     queue: Arc<SegmentQueue>,
     translate: Arc<TranslateConfig>,
+    nesting: nest::Nesting,
     /// Reused between batches, so queueing allocates nothing per call.
     pending: Vec<Document>,
     /// Each document is written here, then copied into `chunk`: the
@@ -241,32 +256,32 @@ const CHUNK_BYTES: usize = 64 * 1024;
 
 impl SpanConsumer for XrayConsumer {
     fn consume(&mut self, spans: &[Span]) {
-        let now = SystemTime::now();
-        for span in spans {
-            self.scratch.clear();
-            match segment::translate_escaped_into(span, &self.translate, now, &mut self.scratch) {
-                Ok(()) => {
-                    let escaped = self.copy_to_chunk();
-                    self.pending.push(Document {
-                        id: span.span_id,
-                        escaped,
-                    });
-                }
-                Err(why) => self.queue.counters().dropped(why.as_label(), 1),
-            }
-        }
+        let (chunk, pending, counters) =
+            (&mut self.chunk, &mut self.pending, self.queue.counters());
+        self.nesting.write(
+            spans,
+            &self.translate,
+            SystemTime::now(),
+            &mut self.scratch,
+            |written| match written {
+                nest::Written::Document { id, spans, escaped } => pending.push(Document {
+                    id,
+                    spans,
+                    escaped: copy_to_chunk(chunk, escaped),
+                }),
+                nest::Written::Dropped(why) => counters.dropped(why.as_label(), 1),
+            },
+        );
         self.queue.push(&mut self.pending);
     }
 }
 
-impl XrayConsumer {
-    fn copy_to_chunk(&mut self) -> Bytes {
-        if self.chunk.capacity() < self.scratch.len() {
-            self.chunk = BytesMut::with_capacity(CHUNK_BYTES.max(self.scratch.len()));
-        }
-        self.chunk.extend_from_slice(&self.scratch);
-        self.chunk.split().freeze()
+fn copy_to_chunk(chunk: &mut BytesMut, document: &[u8]) -> Bytes {
+    if chunk.capacity() < document.len() {
+        *chunk = BytesMut::with_capacity(CHUNK_BYTES.max(document.len()));
     }
+    chunk.extend_from_slice(document);
+    chunk.split().freeze()
 }
 
 /// A running X-Ray exporter: the shared queue and its sender task.
@@ -332,6 +347,7 @@ impl XrayExporter {
         XrayConsumer {
             queue: self.queue.clone(),
             translate: self.translate.clone(),
+            nesting: nest::Nesting::default(),
             pending: Vec::new(),
             scratch: Vec::new(),
             chunk: BytesMut::new(),
@@ -345,7 +361,7 @@ impl XrayExporter {
         self.stop.cancel();
         // Aborting the sender aborts its calls (they live in its JoinSet).
         join_by(deadline, self.sender).await;
-        let lost = self.queue.len() as u64 + self.queue.in_flight.load(Ordering::Relaxed);
+        let lost = self.queue.spans() + self.queue.in_flight.load(Ordering::Relaxed);
         let counters = self.queue.counters();
         if lost > 0 {
             counters.dropped(reason::SHUTDOWN, lost);
@@ -368,6 +384,7 @@ pub(crate) mod tests {
     pub(crate) fn doc(id: u64) -> Document {
         Document {
             id: SpanId::from_bytes(id.to_be_bytes()),
+            spans: 1,
             escaped: format!("{{\\\"id\\\":\\\"{id:016x}\\\"}}").into(),
         }
     }

@@ -124,7 +124,14 @@ pub fn translate(
     now: SystemTime,
 ) -> Result<String, DropReason> {
     let mut json = Vec::new();
-    translate_as(span, config, now, Output::Plain, &mut json)?;
+    translate_as(
+        span,
+        config,
+        now,
+        Output::Plain,
+        Form::Standalone,
+        &mut json,
+    )?;
     String::from_utf8(json).map_err(|_| DropReason::Encoding)
 }
 
@@ -150,7 +157,35 @@ pub fn translate_escaped_into(
     now: SystemTime,
     out: &mut Vec<u8>,
 ) -> Result<(), DropReason> {
-    translate_as(span, config, now, Output::Escaped, out)
+    translate_as(span, config, now, Output::Escaped, Form::Standalone, out)
+}
+
+/// Whether a document stands alone or is embedded in its parent's
+/// `subsegments` (see `nest.rs`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Form {
+    Standalone,
+    /// A subsegment inside its parent's document: without `trace_id`,
+    /// `type` and `parent_id`, which the enclosing document gives.
+    Embedded,
+}
+
+/// [`translate_escaped_into`] in either form; `Form::Embedded` is for
+/// subsegments only ([`is_segment`] false).
+pub(crate) fn translate_escaped_form_into(
+    span: &Span,
+    config: &TranslateConfig,
+    now: SystemTime,
+    form: Form,
+    out: &mut Vec<u8>,
+) -> Result<(), DropReason> {
+    translate_as(span, config, now, Output::Escaped, form, out)
+}
+
+/// SERVER and CONSUMER spans, and spans without a parent, are segments;
+/// every other span is a subsegment.
+pub(crate) fn is_segment(span: &Span) -> bool {
+    matches!(span.kind, SpanKind::Server | SpanKind::Consumer) || parent_id(span).is_none()
 }
 
 /// How [`JsonWriter`] writes: plain JSON, or JSON escaped once more to be
@@ -179,6 +214,7 @@ fn translate_as(
     config: &TranslateConfig,
     now: SystemTime,
     output: Output,
+    form: Form,
     out: &mut Vec<u8>,
 ) -> Result<(), DropReason> {
     let trace_id = xray_trace_id(span.trace_id.to_bytes(), config.trace_id_policy, now)?;
@@ -186,13 +222,17 @@ fn translate_as(
     if span_id == [0; 8] {
         return Err(DropReason::InvalidSpanId);
     }
-    let is_segment =
-        matches!(span.kind, SpanKind::Server | SpanKind::Consumer) || parent_id(span).is_none();
     let attrs = Attrs::collect(&span.attributes, span_field);
-    if !is_segment {
+    if !is_segment(span) {
         let mut doc = build(span, config, &attrs, None, trace_id, false);
+        if form == Form::Embedded {
+            doc.trace_id = None;
+            doc.kind = None;
+            doc.parent_id = None;
+        }
         return encode(&mut doc, None, output, out);
     }
+    debug_assert_eq!(form, Form::Standalone, "segments are never embedded");
     with_resource(&span.resource, |cached| {
         // Resource attributes to annotate take the general path.
         let rendered = !indexes_resource(config);
@@ -648,7 +688,8 @@ impl<'a> Attrs<'a> {
 struct Document<'d> {
     name: Cow<'d, str>,
     id: Ascii<16>,
-    trace_id: Ascii<35>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<Ascii<35>>,
     start_time: Micros,
     end_time: Micros,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
@@ -1147,7 +1188,7 @@ fn build<'d>(
     let mut doc = Document {
         name: name(span, attrs, is_segment, aws_sdk, remote),
         id: hex_id(span.span_id.to_bytes()),
-        trace_id,
+        trace_id: Some(trace_id),
         start_time: micros(span.start_unix_nano),
         end_time: micros(span.end_unix_nano.max(span.start_unix_nano)),
         kind: (!is_segment).then_some("subsegment"),
@@ -2201,7 +2242,7 @@ fn splice_metadata(out: &mut Vec<u8>, metadata: &Metadata<'_>, entries: &[u8], o
 
 /// The length of the document that `escaped` holds escaped once more: each
 /// backslash there starts a pair that stands for one byte.
-fn unescaped_len(escaped: &[u8]) -> usize {
+pub(crate) fn unescaped_len(escaped: &[u8]) -> usize {
     if escaped.len() <= MAX_DOCUMENT_BYTES {
         return escaped.len(); // unescaping only shortens it
     }
@@ -3065,7 +3106,7 @@ impl<'a, 'o> Serializer for KeyWriter<'a, 'o> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeSet;
     use std::sync::Arc;
 
@@ -3080,19 +3121,19 @@ mod tests {
     const SPAN_ID: [u8; 8] = 0x5399_5c3f_42cd_8ad8_u64.to_be_bytes();
     const PARENT_ID: [u8; 8] = 0xdefd_fd99_12dc_5a56_u64.to_be_bytes();
 
-    fn now() -> SystemTime {
+    pub(crate) fn now() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(NOW_SECS.into())
     }
 
     /// An X-Ray-style id made `age_secs` before `now()`.
-    fn epoch_trace_id(age_secs: i64) -> TraceId {
+    pub(crate) fn epoch_trace_id(age_secs: i64) -> TraceId {
         let mut bytes = [0x11u8; 16];
         let epoch = u32::try_from(i64::from(NOW_SECS) - age_secs).unwrap();
         bytes[..4].copy_from_slice(&epoch.to_be_bytes());
         TraceId::from_bytes(bytes)
     }
 
-    fn s(text: &str) -> AttributeValue {
+    pub(crate) fn s(text: &str) -> AttributeValue {
         AttributeValue::String(text.into())
     }
 
@@ -3114,7 +3155,7 @@ mod tests {
     }
 
     /// A span of `kind` with a parent, in service `checkout`.
-    fn span(kind: SpanKind, pairs: &[(&str, AttributeValue)]) -> Span {
+    pub(crate) fn span(kind: SpanKind, pairs: &[(&str, AttributeValue)]) -> Span {
         Span {
             resource: resource(&[("service.name", s("checkout"))]),
             scope_name: "test".into(),
