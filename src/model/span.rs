@@ -316,12 +316,11 @@ impl Attributes {
             ),
             Repr::Encoded(encoded) => (
                 None,
-                Some(wire::Entries::new(&encoded.bytes, encoded.field).map(|kv| {
-                    (
-                        wire::utf8(wire::key(kv)),
-                        EncodedPair { key: &[], kv }.scalar_ref(),
-                    )
-                })),
+                Some(
+                    encoded
+                        .pairs()
+                        .map(|pair| (wire::utf8(pair.key), pair.scalar_ref())),
+                ),
             ),
         };
         owned

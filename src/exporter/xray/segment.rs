@@ -2241,7 +2241,10 @@ fn splice_metadata(out: &mut Vec<u8>, metadata: &Metadata<'_>, entries: &[u8], o
 }
 
 /// The length of the document that `escaped` holds escaped once more: each
-/// backslash there starts a pair that stands for one byte.
+/// backslash there starts a pair that stands for one byte. Up to
+/// [`MAX_DOCUMENT_BYTES`] escaped bytes it returns their count without a
+/// scan: an upper bound, so a check against the limit errs only on the
+/// safe side.
 pub(crate) fn unescaped_len(escaped: &[u8]) -> usize {
     if escaped.len() <= MAX_DOCUMENT_BYTES {
         return escaped.len(); // unescaping only shortens it
