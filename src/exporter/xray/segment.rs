@@ -2562,6 +2562,16 @@ fn escape_into(out: &mut Vec<u8>, text: &str, output: Output) {
         }
     }
     let bytes = text.as_bytes();
+    if bytes.len() < 8 {
+        // One word, padded with a byte that needs no escape: short strings
+        // (methods, versions, names) are most of the calls.
+        let mut word = [b'a'; 8];
+        word[..bytes.len()].copy_from_slice(bytes);
+        if !needs_escape(word) {
+            out.extend_from_slice(bytes);
+            return;
+        }
+    }
     let mut clean = 0;
     let mut chunks = bytes.chunks_exact(8);
     let mut at = 0;
@@ -2589,34 +2599,18 @@ fn push_ascii(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// Decimal digits into the end of `buffer`; returns where they start.
-fn digits(buffer: &mut [u8; 20], mut value: u64) -> usize {
-    let mut at = buffer.len();
-    loop {
-        at -= 1;
-        buffer[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            return at;
-        }
-    }
-}
-
 /// Decimal digits, without going through `fmt`.
 fn push_digits(out: &mut Vec<u8>, value: u64) {
-    let mut buffer = [0u8; 20];
-    let at = digits(&mut buffer, value);
-    push_ascii(out, &buffer[at..]);
+    push_ascii(out, itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// Microseconds as seconds: `1700000000.25`, at least one decimal.
 fn push_seconds(out: &mut Vec<u8>, micros: u64) {
     push_digits(out, micros / 1_000_000);
     out.push(b'.');
-    let mut buffer = [0u8; 20];
-    digits(&mut buffer, 1_000_000 + micros % 1_000_000);
+    let mut buffer = itoa::Buffer::new();
     // "1dddddd": the six decimals after the leading 1, less trailing zeros.
-    let fraction = &buffer[14..];
+    let fraction = &buffer.format(1_000_000 + micros % 1_000_000).as_bytes()[1..];
     let end = fraction
         .iter()
         .rposition(|&d| d != b'0')
