@@ -30,6 +30,10 @@ use crate::graph::edge::{ConnectionType, EdgeKey, EdgeStats, Minute, NodeStats};
 /// Layout version, kept in SQLite's `user_version`.
 const SCHEMA_VERSION: i64 = 1;
 
+/// Bytes the WAL is cut back to when it is reset: twice what SQLite's
+/// automatic checkpoint (1,000 pages) lets it reach in normal running.
+pub(super) const WAL_SIZE_LIMIT: u64 = 8 << 20;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     epoch INTEGER PRIMARY KEY,
@@ -285,8 +289,14 @@ impl Db {
                 detail: format!("journal mode stays {mode}"),
             });
         }
+        // A reader holding an old snapshot (a long API query) keeps the WAL
+        // from being reset, so it grows; without a limit the file keeps that
+        // size, and the retention budget counts it as history.
         self.conn
-            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
+            .execute_batch(&format!(
+                "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; \
+                 PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"
+            ))
             .map_err(self.err("configuring"))
     }
 

@@ -1052,3 +1052,46 @@ fn a_node_that_sends_no_spans_shows_what_its_callers_saw() {
     );
     assert!((shop.points[0].p99_ms - 9.0).abs() < 0.05);
 }
+
+#[test]
+fn the_wal_is_cut_back_once_a_long_reader_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let wal_bytes =
+        || std::fs::metadata(dir.path().join(format!("{DB_FILE}-wal"))).map_or(0, |m| m.len());
+    let mut db = Db::open(&path).unwrap();
+    let epoch = db.begin_run(SystemTime::now()).unwrap();
+    let edges: Vec<_> = (0..400)
+        .map(|i| {
+            let server = format!("svc{i}");
+            (key("a", &server, ConnectionType::Direct), stats(40, 1, 1e6))
+        })
+        .collect();
+    // A reader in the middle of a query: checkpoints cannot finish under
+    // it, so the WAL grows past the limit.
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    reader
+        .execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")
+        .unwrap();
+    let mut minute = 1000;
+    while wal_bytes() < 2 * db::WAL_SIZE_LIMIT && minute < 3000 {
+        db.write_minutes(epoch, &[(minute, edges.clone(), vec![])], minute)
+            .unwrap();
+        minute += 1;
+    }
+    let grown = wal_bytes();
+    assert!(grown >= 2 * db::WAL_SIZE_LIMIT, "WAL reached {grown} bytes");
+    reader.execute_batch("COMMIT;").unwrap();
+    drop(reader);
+    // The next commits checkpoint all of it and start the WAL over.
+    for _ in 0..3 {
+        db.write_minutes(epoch, &[(minute, edges.clone(), vec![])], minute)
+            .unwrap();
+        minute += 1;
+    }
+    let after = wal_bytes();
+    assert!(
+        after <= db::WAL_SIZE_LIMIT,
+        "WAL still {after} bytes after growing to {grown}"
+    );
+}
