@@ -318,12 +318,7 @@ impl Attributes {
                 None,
                 Some(wire::Entries::new(&encoded.bytes, encoded.field).map(|kv| {
                     let (key, scalar) = wire::key_scalar(kv);
-                    let value = match scalar {
-                        Scalar::Str(s) => ValueRef::Str(s),
-                        Scalar::Int(i) => ValueRef::Int(i),
-                        Scalar::Other => ValueRef::Decoded(wire::value(kv)),
-                    };
-                    (key, value)
+                    (key, scalar.or_decoded(|| wire::value(kv)))
                 })),
             ),
         };
@@ -393,11 +388,7 @@ trait Pair<'a>: Copy {
     /// Strings and integers as they are, anything else decoded.
     #[inline]
     fn scalar_ref(self) -> ValueRef<'a> {
-        match self.scalar() {
-            Scalar::Str(s) => ValueRef::Str(s),
-            Scalar::Int(i) => ValueRef::Int(i),
-            Scalar::Other => ValueRef::Decoded(self.value()),
-        }
+        self.scalar().or_decoded(|| self.value())
     }
 }
 
@@ -640,6 +631,16 @@ enum Scalar<'a> {
 }
 
 impl<'a> Scalar<'a> {
+    /// Strings and integers as they are, anything else as `decode` reads it.
+    #[inline]
+    fn or_decoded(self, decode: impl FnOnce() -> AttributeValue) -> ValueRef<'a> {
+        match self {
+            Self::Str(s) => ValueRef::Str(s),
+            Self::Int(i) => ValueRef::Int(i),
+            Self::Other => ValueRef::Decoded(decode()),
+        }
+    }
+
     fn as_str(self) -> Option<&'a str> {
         match self {
             Self::Str(s) => Some(s),
