@@ -102,12 +102,17 @@ impl TraceId {
     pub fn shard_hash(&self) -> u64 {
         let hi = u64::from_be_bytes(self.0[..8].try_into().expect("8 bytes"));
         let lo = u64::from_be_bytes(self.0[8..].try_into().expect("8 bytes"));
-        // splitmix64 finaliser over the xor of the halves.
-        let mut z = hi ^ lo.rotate_left(32);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        mix64(hi ^ lo.rotate_left(32))
     }
+}
+
+/// splitmix64's finaliser: a bijective, well-mixed 64-bit hash, the one
+/// every deterministic hash in tracemap uses (sharding, rendezvous, sampling).
+#[inline]
+pub const fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 mod ids;
 mod span;
 
-pub use ids::{IdError, SpanId, TraceId};
+pub use ids::{IdError, SpanId, TraceId, mix64};
 pub use span::{
     AttributeValue, Attributes, AttributesIter, ByteString, Event, KeySet, Resource, Span,
     SpanKind, StatusCode, UNKNOWN_SERVICE, ValueRef,

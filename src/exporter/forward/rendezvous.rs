@@ -17,7 +17,7 @@
 //! a dependency does: agents of different versions share gateways during a
 //! rollout.
 
-use crate::model::TraceId;
+use crate::model::{TraceId, mix64};
 
 /// A gateway's hash identity, from its key (`host:port` or `ip:port`).
 pub fn gateway_seed(key: &str) -> u64 {
@@ -27,7 +27,7 @@ pub fn gateway_seed(key: &str) -> u64 {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    mix(hash)
+    mix64(hash)
 }
 
 /// The trace's half of every score.
@@ -38,7 +38,7 @@ pub fn trace_hash(trace_id: &TraceId) -> u64 {
 /// Score of a gateway for a trace; the highest wins.
 #[inline]
 pub fn score(trace_hash: u64, seed: u64) -> u64 {
-    mix(trace_hash ^ seed)
+    mix64(trace_hash ^ seed)
 }
 
 /// Index of the highest-scoring gateway among those `eligible` says yes
@@ -65,13 +65,6 @@ pub fn place(trace_hash: u64, seeds: &[u64], up: impl Fn(usize) -> bool) -> Opti
     best(trace_hash, seeds, &up).or_else(|| best(trace_hash, seeds, |_| true))
 }
 
-/// splitmix64's finaliser: a bijective, well-mixed 64-bit hash.
-#[inline]
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 #[cfg(test)]
 mod tests {
@@ -82,8 +75,8 @@ mod tests {
         (1..=count)
             .map(|i| {
                 let mut bytes = [0u8; 16];
-                bytes[..8].copy_from_slice(&mix(i).to_be_bytes());
-                bytes[8..].copy_from_slice(&mix(i ^ 0xdead_beef).to_be_bytes());
+                bytes[..8].copy_from_slice(&mix64(i).to_be_bytes());
+                bytes[8..].copy_from_slice(&mix64(i ^ 0xdead_beef).to_be_bytes());
                 trace_hash(&TraceId::from_bytes(bytes))
             })
             .collect()
