@@ -48,6 +48,9 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "layer check: modules import only from their own or earlier layers (scripts/check-layers.py)"
+python3 scripts/check-layers.py
+
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 

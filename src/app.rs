@@ -171,7 +171,7 @@ impl App {
                 let pipeline = Pipeline::start_forwarding(
                     &config.pipeline,
                     local,
-                    forwarder.handle(),
+                    Arc::new(forwarder.handle()),
                     &mut registry,
                 );
                 (pipeline, Some(forwarder))
@@ -192,7 +192,7 @@ impl App {
         if let Some(listener) = grpc_listener {
             let service = otlp_grpc::OtlpGrpcService::new(
                 &otlp.grpc,
-                pipeline.handle(),
+                Arc::new(pipeline.handle()),
                 receiver_metrics.clone(),
             );
             let stop = stop_receivers.clone().cancelled_owned();
@@ -204,7 +204,11 @@ impl App {
             receivers.push(("otlp_grpc", task));
         }
         if let Some(listener) = http_listener {
-            let router = otlp_http::router(&otlp.http, pipeline.handle(), receiver_metrics.clone());
+            let router = otlp_http::router(
+                &otlp.http,
+                Arc::new(pipeline.handle()),
+                receiver_metrics.clone(),
+            );
             let stop = stop_receivers.clone().cancelled_owned();
             let task = tokio::spawn(async move {
                 otlp_http::serve(listener, router, stop)

@@ -43,16 +43,13 @@
 
 pub mod app;
 pub mod config;
-pub mod demo;
 pub mod exporter;
 pub mod graph;
-pub mod loadgen;
-pub mod map;
 pub mod model;
 pub mod pipeline;
 pub mod receiver;
 pub mod shutdown;
-pub mod spanmetrics;
 pub mod store;
 pub mod telemetry;
+pub mod validate;
 pub mod web;

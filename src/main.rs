@@ -5,6 +5,8 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,9 +33,9 @@ enum Command {
     /// Run the collector plus simulated, instrumented microservices, to see a map in seconds.
     Demo(DemoArgs),
     /// Show the service map of a running collector: table, DOT, Mermaid or JSON.
-    Map(tracemap::map::MapArgs),
+    Map(cli::map::MapArgs),
     /// Send benchmark OTLP/gRPC load to an endpoint and report throughput and latency.
-    Loadgen(tracemap::loadgen::LoadgenArgs),
+    Loadgen(cli::loadgen::LoadgenArgs),
     /// Validate a config file and print the effective configuration.
     CheckConfig {
         /// The YAML file.
@@ -117,24 +119,24 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn map(args: tracemap::map::MapArgs) -> anyhow::Result<()> {
+fn map(args: cli::map::MapArgs) -> anyhow::Result<()> {
     // One request and no server: a single-threaded runtime is plenty.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(tracemap::map::run(args, &mut std::io::stdout().lock()))?;
+    runtime.block_on(cli::map::run(args, &mut std::io::stdout().lock()))?;
     Ok(())
 }
 
-fn loadgen(args: tracemap::loadgen::LoadgenArgs) -> anyhow::Result<()> {
+fn loadgen(args: cli::loadgen::LoadgenArgs) -> anyhow::Result<()> {
     let format = args.format;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("loadgen")
         .build()
         .context("starting the async runtime")?;
-    let summary = runtime.block_on(tracemap::loadgen::run(args))?;
+    let summary = runtime.block_on(cli::loadgen::run(args))?;
     print!("{}", summary.render(format));
     anyhow::ensure!(summary.requests_ok > 0, "every request failed");
     Ok(())
@@ -150,13 +152,13 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
 
 fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let config = load_config(&args.run)?;
-    let options = tracemap::demo::DemoOptions {
+    let options = cli::demo::DemoOptions {
         duration: args.duration,
         ..Default::default()
     };
     let (config_ref, options) = (&config, &options);
     serve(&config, move |addrs, shutdown| async move {
-        tracemap::demo::run(config_ref, addrs, options, shutdown).await?;
+        cli::demo::run(config_ref, addrs, options, shutdown).await?;
         Ok(())
     })
 }

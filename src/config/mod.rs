@@ -6,7 +6,6 @@
 
 mod env;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +18,7 @@ pub use env::{
 };
 
 pub use crate::store::{CompactionTier, StorageConfig};
+pub use crate::validate::Invalid;
 
 use crate::exporter::cloudwatch::CloudWatchConfig;
 use crate::exporter::forward::ForwardConfig;
@@ -182,21 +182,6 @@ impl std::str::FromStr for LogFormat {
                 "unknown log format {other:?}, expected text or json"
             )),
         }
-    }
-}
-
-/// One invalid setting: the key and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Invalid {
-    /// Dotted path of the key, such as `pipeline.workers`.
-    pub key: String,
-    /// Why the value is refused.
-    pub reason: String,
-}
-
-impl fmt::Display for Invalid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.reason)
     }
 }
 

@@ -12,7 +12,7 @@ use prometheus_client::metrics::MetricType;
 
 use crate::graph::Graph;
 use crate::graph::edge::{EdgeKey, Histogram};
-use crate::spanmetrics::SeriesKey;
+use crate::graph::spanmetrics::SeriesKey;
 
 /// Scrape-time collector over the graph.
 #[derive(Debug)]
@@ -281,5 +281,28 @@ impl Collector for ServiceGraphCollector {
             "",
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_dimensions_split_the_service_graph_series() {
+        use prometheus_client::registry::Registry;
+
+        let h = crate::graph::tests::dimensioned_harness();
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ServiceGraphCollector::new(h.graph.clone())));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"traces_service_graph_request_total{client="a",server="b",connection_type="",client_k8s_namespace_name="shop",server_k8s_namespace_name="pay",client_deployment_environment="",server_deployment_environment="",failed="false"} 1"#,
+            r#"traces_service_graph_request_total{client="a",server="b",connection_type="",client_k8s_namespace_name="staging",server_k8s_namespace_name="pay",client_deployment_environment="",server_deployment_environment="",failed="false"} 1"#,
+            r#"traces_service_graph_request_total{client="user",server="b",connection_type="virtual_node",client_k8s_namespace_name="",server_k8s_namespace_name="",client_deployment_environment="",server_deployment_environment="prod",failed="false"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 }

@@ -8,6 +8,8 @@
 //! whose own queue runs behind (an exporter) closes an [`AdmissionGate`],
 //! and receivers then wait and refuse in the same way.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,9 +23,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Invalid;
-use crate::exporter::forward::ForwardHandle;
 use crate::model::Span;
+use crate::receiver::{Refusal, SpanSink, Submission};
+use crate::validate::Invalid;
 
 /// Queues and workers between receivers and consumers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,18 +95,9 @@ pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
 /// Builds the consumers for the worker of a given shard index.
 pub type ConsumerFactory = dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>> + Send + Sync;
 
-/// Why spans could not be queued.
+/// Why the pipeline did not drain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PipelineError {
-    /// Every queue slot stayed taken for the whole enqueue timeout.
-    #[error("pipeline queue is full, retry after {retry_after:?}")]
-    Full {
-        /// Suggested client back-off.
-        retry_after: Duration,
-    },
-    /// The collector is shutting down and takes no more spans.
-    #[error("collector is shutting down")]
-    Closed,
     /// Workers did not finish draining before the deadline.
     #[error("pipeline did not drain before the deadline; {queued_spans} spans left in queues")]
     DrainTimeout {
@@ -196,6 +189,24 @@ impl PipelineMetrics {
     }
 }
 
+/// The future [`ForwardTarget::reserve`] returns; boxed once per request.
+pub type Reserving<'a> =
+    Pin<Box<dyn Future<Output = Result<Box<dyn ForwardReservation>, Refusal>> + Send + 'a>>;
+
+/// A destination every span goes to besides the local workers (the forward
+/// exporter in agent mode). Room is reserved before anything is sent, so a
+/// refused request leaves no partial trace behind.
+pub trait ForwardTarget: Send + Sync + 'static {
+    /// Waits until `deadline` for room for every span of `spans`.
+    fn reserve<'a>(&'a self, spans: &'a [Span], deadline: Instant) -> Reserving<'a>;
+}
+
+/// Room taken by [`ForwardTarget::reserve`]; dropping it gives the room back.
+pub trait ForwardReservation: Send {
+    /// Queues `spans`, the same spans the room was reserved for.
+    fn commit(self: Box<Self>, spans: Vec<Span>);
+}
+
 /// The sending side, cloned into every receiver.
 #[derive(Clone)]
 pub struct PipelineHandle {
@@ -203,7 +214,7 @@ pub struct PipelineHandle {
     shards: Arc<[mpsc::Sender<Vec<Span>>]>,
     gates: Arc<[Arc<AdmissionGate>]>,
     /// Agent mode: the gateways every span also goes to.
-    forward: Option<ForwardHandle>,
+    forward: Option<Arc<dyn ForwardTarget>>,
     enqueue_timeout: Duration,
     metrics: Arc<PipelineMetrics>,
 }
@@ -216,14 +227,14 @@ impl PipelineHandle {
     /// Room is reserved on every target shard (and, in agent mode, on every
     /// target gateway) before anything is sent, so a refused request leaves
     /// no partial trace behind and can be retried whole.
-    pub async fn submit(&self, spans: Vec<Span>) -> Result<(), PipelineError> {
+    pub async fn submit(&self, spans: Vec<Span>) -> Result<(), Refusal> {
         if spans.is_empty() {
             return Ok(());
         }
         let deadline = Instant::now() + self.enqueue_timeout;
         for gate in self.gates.iter() {
             if !gate.wait_open(deadline).await {
-                return Err(PipelineError::Full {
+                return Err(Refusal::Full {
                     retry_after: RETRY_AFTER,
                 });
             }
@@ -239,7 +250,7 @@ impl PipelineHandle {
             let permits = self.reserve_local(spans.clone(), deadline).await?;
             self.send_local(permits);
         }
-        forward.commit(reservation, spans);
+        reservation.commit(spans);
         Ok(())
     }
 
@@ -247,7 +258,7 @@ impl PipelineHandle {
         &self,
         spans: Vec<Span>,
         deadline: Instant,
-    ) -> Result<Permits<'_>, PipelineError> {
+    ) -> Result<Permits<'_>, Refusal> {
         let parts = self.partition(spans);
         let mut permits = Vec::with_capacity(parts.len());
         for (shard, part) in parts.into_iter().enumerate() {
@@ -257,9 +268,9 @@ impl PipelineHandle {
             let permit = match tokio::time::timeout_at(deadline, self.shards[shard].reserve()).await
             {
                 Ok(Ok(permit)) => permit,
-                Ok(Err(_closed)) => return Err(PipelineError::Closed),
+                Ok(Err(_closed)) => return Err(Refusal::Closed),
                 Err(_elapsed) => {
-                    return Err(PipelineError::Full {
+                    return Err(Refusal::Full {
                         retry_after: RETRY_AFTER,
                     });
                 }
@@ -304,6 +315,12 @@ impl PipelineHandle {
     }
 }
 
+impl SpanSink for PipelineHandle {
+    fn submit(&self, spans: Vec<Span>) -> Submission<'_> {
+        Box::pin(PipelineHandle::submit(self, spans))
+    }
+}
+
 /// What the workers did over their lifetime, reported at shutdown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DrainReport {
@@ -334,7 +351,7 @@ impl Pipeline {
     pub fn start_forwarding(
         config: &PipelineConfig,
         consumers: Option<&dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>>>,
-        forward: ForwardHandle,
+        forward: Arc<dyn ForwardTarget>,
         registry: &mut Registry,
     ) -> Self {
         Self::start_with(config, consumers, Some(forward), registry)
@@ -343,7 +360,7 @@ impl Pipeline {
     fn start_with(
         config: &PipelineConfig,
         consumers: Option<&dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>>>,
-        forward: Option<ForwardHandle>,
+        forward: Option<Arc<dyn ForwardTarget>>,
         registry: &mut Registry,
     ) -> Self {
         let worker_count = match consumers {
@@ -556,7 +573,7 @@ mod tests {
         }
         assert!(matches!(
             handle.submit(vec![span(1, 1)]).await,
-            Err(PipelineError::Closed)
+            Err(Refusal::Closed)
         ));
     }
 
@@ -591,7 +608,7 @@ mod tests {
         let start = Instant::now();
         assert_eq!(
             handle.submit(vec![span(1, 1)]).await,
-            Err(PipelineError::Full {
+            Err(Refusal::Full {
                 retry_after: RETRY_AFTER
             })
         );
@@ -639,7 +656,7 @@ mod tests {
         handle.submit(vec![span(2, 1)]).await.unwrap();
         assert_eq!(
             handle.submit(vec![span(3, 1)]).await,
-            Err(PipelineError::Full {
+            Err(Refusal::Full {
                 retry_after: RETRY_AFTER
             })
         );

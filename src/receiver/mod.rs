@@ -9,6 +9,7 @@ pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod otlp_json;
 pub mod otlp_proto;
+mod sink;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -20,9 +21,9 @@ use prometheus_client::registry::Registry;
 
 pub use otlp_grpc::{OtlpGrpcConfig, OtlpGrpcError, OtlpGrpcService};
 pub use otlp_http::{OtlpHttpConfig, OtlpHttpError};
+pub use sink::{Refusal, SharedSink, SpanSink, Submission};
 
 use crate::model::{IdError, Span};
-use crate::pipeline::{PipelineError, PipelineHandle};
 
 /// Transport a span arrived on, as a metric label.
 pub type Protocol = &'static str;
@@ -207,7 +208,7 @@ pub struct Decoded {
     pub rejections: Rejections,
 }
 
-/// Outcome of handing a decoded request to the pipeline.
+/// Outcome of handing a decoded request to the sink.
 #[derive(Debug)]
 pub(crate) enum Ingest {
     /// Queued; carries the partial-success details (zero when all were valid).
@@ -216,20 +217,20 @@ pub(crate) enum Ingest {
         message: String,
     },
     /// Refused; the client should retry.
-    Refused(PipelineError),
+    Refused(Refusal),
 }
 
 /// Counts, queues and reports one decoded request; shared by both transports.
 pub(crate) async fn ingest(
     decoded: Decoded,
-    pipeline: &PipelineHandle,
+    sink: &dyn SpanSink,
     metrics: &ReceiverMetrics,
     protocol: Protocol,
 ) -> Ingest {
     let Decoded { spans, rejections } = decoded;
     rejections.record(metrics, protocol);
     let count = spans.len() as u64;
-    match pipeline.submit(spans).await {
+    match sink.submit(spans).await {
         Ok(()) => {
             if count > 0 {
                 metrics
@@ -244,8 +245,8 @@ pub(crate) async fn ingest(
         }
         Err(err) => {
             let reason = match err {
-                PipelineError::Full { .. } => reason::QUEUE_FULL,
-                _ => reason::SHUTTING_DOWN,
+                Refusal::Full { .. } => reason::QUEUE_FULL,
+                Refusal::Closed => reason::SHUTTING_DOWN,
             };
             metrics
                 .refused_spans

@@ -23,9 +23,8 @@ use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::otlp_proto::{self, OtlpProtoError};
-use super::{Decoded, Ingest, PROTOCOL_GRPC, ReceiverMetrics, ingest, reason};
-use crate::config::Invalid;
-use crate::pipeline::{PipelineError, PipelineHandle};
+use super::{Decoded, Ingest, PROTOCOL_GRPC, ReceiverMetrics, Refusal, SharedSink, ingest, reason};
+use crate::validate::Invalid;
 
 /// gRPC path of the OTLP trace export method.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -72,9 +71,9 @@ pub enum OtlpGrpcError {
     /// The request is not a valid `ExportTraceServiceRequest`.
     #[error("invalid OTLP protobuf: {0}")]
     Decode(#[from] OtlpProtoError),
-    /// The pipeline could not take the spans.
+    /// The sink (the pipeline) could not take the spans.
     #[error(transparent)]
-    Pipeline(#[from] PipelineError),
+    Pipeline(#[from] Refusal),
     /// The listener could not be served.
     #[error("otlp grpc server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -84,7 +83,7 @@ impl From<OtlpGrpcError> for Status {
     fn from(err: OtlpGrpcError) -> Self {
         match &err {
             OtlpGrpcError::Decode(_) => Status::invalid_argument(err.to_string()),
-            OtlpGrpcError::Pipeline(PipelineError::Full { retry_after }) => {
+            OtlpGrpcError::Pipeline(Refusal::Full { retry_after }) => {
                 // RetryInfo tells OTLP exporters how long to back off.
                 Status::with_error_details(
                     tonic::Code::Unavailable,
@@ -105,21 +104,17 @@ pub struct OtlpGrpcService {
 }
 
 struct Inner {
-    pipeline: PipelineHandle,
+    sink: SharedSink,
     metrics: Arc<ReceiverMetrics>,
     max_recv_msg_bytes: usize,
 }
 
 impl OtlpGrpcService {
-    /// Builds the service over a pipeline handle.
-    pub fn new(
-        config: &OtlpGrpcConfig,
-        pipeline: PipelineHandle,
-        metrics: Arc<ReceiverMetrics>,
-    ) -> Self {
+    /// Builds the service over the sink spans go to.
+    pub fn new(config: &OtlpGrpcConfig, sink: SharedSink, metrics: Arc<ReceiverMetrics>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                pipeline,
+                sink,
                 metrics,
                 max_recv_msg_bytes: config.max_recv_msg_bytes,
             }),
@@ -211,7 +206,7 @@ impl UnaryService<Decoded> for ExportMethod {
         let inner = self.0.clone();
         Box::pin(async move {
             let decoded = request.into_inner();
-            match ingest(decoded, &inner.pipeline, &inner.metrics, PROTOCOL_GRPC).await {
+            match ingest(decoded, &*inner.sink, &inner.metrics, PROTOCOL_GRPC).await {
                 Ingest::Accepted {
                     rejected_spans,
                     message,

@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use super::otlp_grpc::export_response;
 use super::otlp_proto::OtlpProtoError;
 use super::{
-    Decoded, Ingest, PROTOCOL_HTTP, ReceiverMetrics, ingest, otlp_json, otlp_proto, reason,
+    Decoded, Ingest, PROTOCOL_HTTP, ReceiverMetrics, Refusal, SharedSink, ingest, otlp_json,
+    otlp_proto, reason,
 };
-use crate::config::Invalid;
-use crate::pipeline::{PipelineError, PipelineHandle};
+use crate::validate::Invalid;
 
 /// Path OTLP exporters post traces to.
 pub const TRACES_PATH: &str = "/v1/traces";
@@ -90,9 +90,9 @@ pub enum OtlpHttpError {
     /// Not a valid JSON request.
     #[error("invalid OTLP JSON: {0}")]
     Json(#[from] serde_json::Error),
-    /// The pipeline could not take the spans.
+    /// The sink (the pipeline) could not take the spans.
     #[error(transparent)]
-    Pipeline(#[from] PipelineError),
+    Pipeline(#[from] Refusal),
 }
 
 impl OtlpHttpError {
@@ -113,7 +113,7 @@ impl OtlpHttpError {
             Self::UnsupportedEncoding(_) => reason::UNSUPPORTED_ENCODING,
             Self::TooLarge { .. } => reason::TOO_LARGE,
             Self::Body(_) | Self::Protobuf(_) | Self::Json(_) => reason::MALFORMED,
-            Self::Pipeline(PipelineError::Full { .. }) => reason::QUEUE_FULL,
+            Self::Pipeline(Refusal::Full { .. }) => reason::QUEUE_FULL,
             Self::Pipeline(_) => reason::SHUTTING_DOWN,
         }
     }
@@ -155,19 +155,15 @@ impl Encoding {
 
 #[derive(Clone)]
 struct HttpState {
-    pipeline: PipelineHandle,
+    sink: SharedSink,
     metrics: Arc<ReceiverMetrics>,
     max_body: usize,
 }
 
 /// The `/v1/traces` router.
-pub fn router(
-    config: &OtlpHttpConfig,
-    pipeline: PipelineHandle,
-    metrics: Arc<ReceiverMetrics>,
-) -> Router {
+pub fn router(config: &OtlpHttpConfig, sink: SharedSink, metrics: Arc<ReceiverMetrics>) -> Router {
     let state = HttpState {
-        pipeline,
+        sink,
         metrics,
         max_body: config.max_request_body_bytes,
     };
@@ -239,7 +235,7 @@ async fn handle(
     } else {
         decode_body(body, gzip, encoding, limit)?
     };
-    match ingest(decoded, &state.pipeline, &state.metrics, PROTOCOL_HTTP).await {
+    match ingest(decoded, &*state.sink, &state.metrics, PROTOCOL_HTTP).await {
         Ingest::Accepted {
             rejected_spans,
             message,
@@ -332,7 +328,7 @@ fn error_response(state: &HttpState, encoding: Encoding, err: OtlpHttpError) -> 
         body,
     )
         .into_response();
-    if let OtlpHttpError::Pipeline(PipelineError::Full { retry_after }) = err {
+    if let OtlpHttpError::Pipeline(Refusal::Full { retry_after }) = err {
         let seconds = retry_after.as_secs().max(1);
         response
             .headers_mut()

@@ -40,11 +40,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Invalid;
 #[cfg(doc)]
 use crate::graph::Graph;
 use crate::graph::aggregate::{Accumulator, MinuteBatch, MinuteSink, Selection, SinkRefusal};
 use crate::graph::edge::Minute;
+use crate::validate::Invalid;
 
 pub use self::db::Coverage;
 pub use self::history::{History, Reach, Series, SeriesPoint};
@@ -590,4 +590,4 @@ impl MinuteSink for StoreSink {
 pub(crate) type Inbox = Receiver<Message>;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

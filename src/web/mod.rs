@@ -87,3 +87,6 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests;

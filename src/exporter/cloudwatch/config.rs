@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::model::{
     DIM_CLIENT, DIM_CLUSTER_NAME, DIM_CONNECTION_TYPE, DIM_SERVER, RESERVED_DIMENSIONS,
 };
-use crate::config::Invalid;
 use crate::exporter::aws::{AwsTarget, RetryPolicy, check_settings};
+use crate::validate::Invalid;
 
 /// CloudWatch allows at most this many dimensions on one metric.
 pub const MAX_DIMENSIONS: usize = 30;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use crate::graph::edge::{EdgeStats, Histogram, NodeStats};
 use crate::graph::sketch::Sketch;
+use crate::graph::spanmetrics::{SeriesKey, SpanMetricsSnapshot};
 use crate::graph::topology::{NodeKind, Topology};
-use crate::spanmetrics::{SeriesKey, SpanMetricsSnapshot};
 
 /// Calling service of an edge.
 pub const DIM_CLIENT: &str = "Client";

@@ -537,13 +537,13 @@ fn operation_tracker_turns_totals_into_deltas() {
         events: vec![],
     };
     let bounds = [0.01, 0.1, 1.0];
-    let mut metrics = crate::spanmetrics::SpanMetrics::new(&Default::default(), &bounds);
+    let mut metrics = crate::graph::spanmetrics::SpanMetrics::new(&Default::default(), &bounds);
     let mut tracker = OperationTracker::default();
     metrics.record(&span("GET /a", SpanKind::Server, StatusCode::Unset, 5), 1);
     metrics.record(&span("GET /a", SpanKind::Server, StatusCode::Error, 50), 1);
     metrics.record(&span("call", SpanKind::Client, StatusCode::Unset, 5), 1);
-    let snapshot = |m: &crate::spanmetrics::SpanMetrics| {
-        let mut s = crate::spanmetrics::SpanMetricsSnapshot::default();
+    let snapshot = |m: &crate::graph::spanmetrics::SpanMetrics| {
+        let mut s = crate::graph::spanmetrics::SpanMetricsSnapshot::default();
         m.merge_into(&mut s);
         s
     };

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Invalid;
+use crate::validate::Invalid;
 
 /// Most gateways an agent spreads traces over; bounds the per-gateway
 /// queues, tasks and metric series.

@@ -66,7 +66,8 @@ pub use config::ForwardConfig;
 
 use crate::exporter::{ExporterLabels, ExporterMetrics, QueueLabels, ReasonLabels};
 use crate::model::Span;
-use crate::pipeline::PipelineError;
+use crate::pipeline::{ForwardReservation, ForwardTarget, Reserving};
+use crate::receiver::Refusal;
 use client::GatewayClient;
 use gateway::{Gateway, Sender};
 use rendezvous::trace_hash;
@@ -110,12 +111,12 @@ pub enum ForwardError {
     },
 }
 
-impl From<ForwardError> for PipelineError {
+impl From<ForwardError> for Refusal {
     fn from(err: ForwardError) -> Self {
         match err {
-            ForwardError::Full { retry_after } => PipelineError::Full { retry_after },
-            ForwardError::Closed => PipelineError::Closed,
-            ForwardError::NoGateway | ForwardError::Endpoint { .. } => PipelineError::Full {
+            ForwardError::Full { retry_after } => Refusal::Full { retry_after },
+            ForwardError::Closed => Refusal::Closed,
+            ForwardError::NoGateway | ForwardError::Endpoint { .. } => Refusal::Full {
                 retry_after: REFUSE_RETRY_AFTER,
             },
         }
@@ -367,6 +368,34 @@ impl Shared {
 #[derive(Clone)]
 pub struct ForwardHandle {
     shared: Arc<Shared>,
+}
+
+impl ForwardTarget for ForwardHandle {
+    fn reserve<'a>(&'a self, spans: &'a [Span], deadline: Instant) -> Reserving<'a> {
+        Box::pin(async move {
+            let reservation = ForwardHandle::reserve(self, spans, deadline).await?;
+            Ok(Box::new(Committable {
+                handle: self.clone(),
+                reservation,
+            }) as Box<dyn ForwardReservation>)
+        })
+    }
+}
+
+/// A reservation with the handle that commits it, for the pipeline.
+struct Committable {
+    handle: ForwardHandle,
+    reservation: Reservation,
+}
+
+impl ForwardReservation for Committable {
+    fn commit(self: Box<Self>, spans: Vec<Span>) {
+        let Self {
+            handle,
+            reservation,
+        } = *self;
+        handle.commit(reservation, spans);
+    }
 }
 
 /// Room taken on every gateway a request's spans go to; commit queues them.

@@ -65,7 +65,6 @@ pub fn place(trace_hash: u64, seeds: &[u64], up: impl Fn(usize) -> bool) -> Opti
     best(trace_hash, seeds, &up).or_else(|| best(trace_hash, seeds, |_| true))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

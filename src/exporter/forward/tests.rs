@@ -90,7 +90,7 @@ impl TestGateway {
             calls: Arc::default(),
             inner: OtlpGrpcService::new(
                 &OtlpGrpcConfig::default(),
-                pipeline.handle(),
+                Arc::new(pipeline.handle()),
                 ReceiverMetrics::register(&mut registry),
             ),
         };

@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::segment::TranslateConfig;
-use crate::config::Invalid;
 use crate::exporter::aws::{AwsTarget, RetryPolicy, check_settings};
+use crate::validate::Invalid;
 
 /// PutTraceSegments takes at most this many documents per call.
 pub const MAX_BATCH_SIZE: usize = 50;

@@ -16,9 +16,9 @@ use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::BoundAddrs;
-use crate::config::{LogFormat, ValidConfig};
 use otel::{Fleet, Stats, StatsSnapshot};
+use tracemap::app::BoundAddrs;
+use tracemap::config::{LogFormat, ValidConfig};
 use workload::{Planner, Service};
 
 /// How often the generator wakes to start the traces that are due.

@@ -35,7 +35,7 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, En
 use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
-use crate::receiver::otlp_grpc::EXPORT_PATH;
+use tracemap::receiver::otlp_grpc::EXPORT_PATH;
 
 /// Longest a single export may take before it counts as DEADLINE_EXCEEDED.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -252,7 +252,7 @@ mod tests {
     use opentelemetry_sdk::trace::SimpleSpanProcessor;
 
     use super::*;
-    use crate::demo::workload::Planner;
+    use crate::cli::demo::workload::Planner;
 
     /// Exported spans, each with the service that sent it.
     type Captured = Arc<Mutex<Vec<(String, SpanData)>>>;

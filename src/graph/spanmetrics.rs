@@ -10,9 +10,9 @@ use std::sync::Arc;
 use hashbrown::{Equivalent, HashMap};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Invalid;
 use crate::graph::edge::{Histogram, Minute};
 use crate::model::{Span, SpanKind, StatusCode};
+use crate::validate::Invalid;
 
 /// Span name of the series that absorbs overflow.
 pub const OVERFLOW_SPAN_NAME: &str = "__overflow__";
