@@ -212,7 +212,8 @@ fn graph_7d(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(count), &count, |b, _| {
             b.iter(|| {
                 let now = SystemTime::now();
-                history.snapshot(window(now), now).expect("query").to_json()
+                let topology = history.snapshot(window(now), now).expect("query");
+                serde_json::to_vec(&tracemap::web::document::GraphDocument::from(&topology))
             })
         });
         store.close(std::time::Instant::now() + Duration::from_secs(10));

@@ -16,6 +16,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
+use tracemap::web::health::ERROR_RATE_CRITICAL;
+use tracemap::web::render::format_ms;
 
 /// Environment twin of `--url`: the base URL of the collector's API.
 pub const ENV_MAP_URL: &str = "TRACEMAP_MAP_URL";
@@ -29,9 +31,6 @@ pub const DEFAULT_WINDOW: &str = "5m";
 
 /// Lines of the table stay within this many columns.
 const MAX_WIDTH: usize = 120;
-
-/// Error rates at or above this are coloured red on a terminal.
-const ERROR_RATE_ALERT: f64 = 0.05;
 
 /// A server's error body is shown up to this many characters; an HTML error
 /// page from a proxy would otherwise flood the terminal.
@@ -164,87 +163,10 @@ fn display_message(message: &str) -> String {
     }
 }
 
-/// The graph as `GET /api/v1/graph` returns it (DESIGN's contract).
-///
-/// Fields outside the contract are ignored, so a newer server still works.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Graph {
-    /// The time range the graph covers.
-    pub window: Window,
-    /// Services, databases, queues and virtual peers.
-    #[serde(default)]
-    pub nodes: Vec<Node>,
-    /// Client → server edges.
-    #[serde(default)]
-    pub edges: Vec<Edge>,
-}
-
-/// The time range of a graph, RFC 3339 strings as the server wrote them.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Window {
-    /// Inclusive start.
-    pub start: String,
-    /// Exclusive end.
-    pub end: String,
-}
-
-/// One node of the graph.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Node {
-    /// Service (or peer) name.
-    pub id: String,
-    /// `service`, `database`, `messaging`, `virtual` or `user`.
-    #[serde(default)]
-    pub kind: String,
-    /// Spans the node served (SERVER and CONSUMER).
-    pub requests: u64,
-    /// Of those, failed.
-    pub errors: u64,
-    /// `errors / requests`.
-    pub error_rate: f64,
-    /// Latency of the served spans.
-    pub latency_ms: Latency,
-}
-
-/// One client → server edge.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Edge {
-    /// Client service.
-    pub source: String,
-    /// Server service.
-    pub target: String,
-    /// Empty, `database`, `messaging_system` or `virtual_node`.
-    #[serde(default)]
-    pub connection_type: String,
-    /// Requests in the window.
-    pub requests: u64,
-    /// Of those, failed.
-    pub errors: u64,
-    /// `errors / requests`.
-    pub error_rate: f64,
-    /// Requests per second over the window.
-    pub rate_per_s: f64,
-    /// Latency seen by the client.
-    pub client_latency_ms: Latency,
-    /// Latency seen by the server.
-    pub server_latency_ms: Latency,
-}
-
-/// Latency quantiles in milliseconds.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct Latency {
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// Mean.
-    pub avg: f64,
-    /// Maximum; edges only.
-    #[serde(default)]
-    pub max: f64,
-}
+/// The documents of the graph API, shared with the server.
+pub use tracemap::web::document::{
+    DiffDocument as Diff, DiffEdge, DiffSide, Edge, GraphDocument as Graph, Latency, Node,
+};
 
 impl MapArgs {
     /// The API base URL: `--url`, else `TRACEMAP_MAP_URL` read through `lookup`,
@@ -569,52 +491,6 @@ pub fn render_table(graph: &Graph, window: &str, colour: bool) -> String {
     out
 }
 
-/// What `GET /api/v1/diff` returns.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct Diff {
-    /// The current window.
-    pub window: Window,
-    /// The baseline window.
-    pub baseline: Window,
-    /// Every edge of either window.
-    #[serde(default)]
-    pub edges: Vec<DiffEdge>,
-}
-
-/// One edge of a diff.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct DiffEdge {
-    /// Client service.
-    pub source: String,
-    /// Server service.
-    pub target: String,
-    /// Empty, `database`, `messaging_system` or `virtual_node`.
-    #[serde(default)]
-    pub connection_type: String,
-    /// `new`, `vanished`, `regressed`, `improved` or `unchanged`.
-    pub change: String,
-    /// What moved: `error_rate`, `p99`.
-    #[serde(default)]
-    pub reasons: Vec<String>,
-    /// Numbers now; absent when vanished.
-    pub current: Option<DiffSide>,
-    /// Numbers in the baseline; absent when new.
-    pub baseline: Option<DiffSide>,
-}
-
-/// An edge's numbers in one window of a diff.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
-pub struct DiffSide {
-    /// Requests.
-    pub requests: u64,
-    /// Failed requests.
-    pub errors: u64,
-    /// `errors / requests`.
-    pub error_rate: f64,
-    /// Server-side p99, ms.
-    pub p99_ms: f64,
-}
-
 /// Order of changes in the table, worst first, and their markers.
 const CHANGES: [(&str, &str); 5] = [
     ("regressed", "!"),
@@ -869,7 +745,7 @@ fn error_cell(requests: u64, rate: f64, colour: bool) -> String {
         return format!("{:>ERR_W$}", "-");
     }
     let cell = format!("{:>ERR_W$}", format_percent(rate));
-    if colour && rate >= ERROR_RATE_ALERT {
+    if colour && rate >= ERROR_RATE_CRITICAL {
         format!("{RED}{cell}{RESET}")
     } else {
         cell
@@ -935,29 +811,6 @@ fn format_percent(rate: f64) -> String {
         "100%".to_owned()
     } else {
         format!("{pct:.1}%")
-    }
-}
-
-/// Milliseconds in a unit that keeps three significant digits or so:
-/// `0.42ms`, `3.2ms`, `125ms`, `1.20s`, `12.5s`, `130s`.
-fn format_ms(ms: f64) -> String {
-    if ms <= 0.0 {
-        "0ms".to_owned()
-    } else if ms < 0.995 {
-        format!("{ms:.2}ms")
-    } else if ms < 9.95 {
-        format!("{ms:.1}ms")
-    } else if ms < 999.5 {
-        format!("{ms:.0}ms")
-    } else {
-        let s = ms / 1000.0;
-        if s < 9.995 {
-            format!("{s:.2}s")
-        } else if s < 99.95 {
-            format!("{s:.1}s")
-        } else {
-            format!("{s:.0}s")
-        }
     }
 }
 

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::TimeWindow;
 use super::edge::EdgeStats;
 use super::topology::Topology;
 
@@ -196,30 +195,16 @@ fn classify(
     }
 }
 
-/// The `/api/v1/diff` document.
-pub fn to_json(current: TimeWindow, baseline: TimeWindow, edges: &[EdgeDiff]) -> serde_json::Value {
-    let window = |w: TimeWindow| {
-        serde_json::json!({
-            "start": humantime::format_rfc3339_seconds(w.start).to_string(),
-            "end": humantime::format_rfc3339_seconds(w.end).to_string(),
-        })
-    };
-    serde_json::json!({
-        "window": window(current),
-        "baseline": window(baseline),
-        "edges": edges,
-    })
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashMap;
     use std::time::{Duration, SystemTime};
 
     use super::*;
+    use crate::graph::TimeWindow;
     use crate::graph::edge::{ConnectionType, EdgeKey};
 
-    fn key(client: &str, server: &str) -> EdgeKey {
+    pub(crate) fn key(client: &str, server: &str) -> EdgeKey {
         EdgeKey {
             client: client.into(),
             server: server.into(),
@@ -229,7 +214,7 @@ mod tests {
         }
     }
 
-    fn stats(requests: u64, failed: u64, millis: f64) -> EdgeStats {
+    pub(crate) fn stats(requests: u64, failed: u64, millis: f64) -> EdgeStats {
         let mut stats = EdgeStats {
             requests,
             failed,
@@ -242,7 +227,7 @@ mod tests {
         stats
     }
 
-    fn topology(edges: Vec<(EdgeKey, EdgeStats)>) -> Topology {
+    pub(crate) fn topology(edges: Vec<(EdgeKey, EdgeStats)>) -> Topology {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let window = TimeWindow {
             start,
@@ -333,28 +318,5 @@ mod tests {
             diff(&slower, &baseline, &tolerant)[0].change,
             Change::Unchanged
         );
-    }
-
-    #[test]
-    fn json_has_the_documented_shape() {
-        let baseline = topology(vec![(key("a", "b"), stats(100, 0, 10.0))]);
-        let current = topology(vec![(key("a", "c"), stats(10, 1, 10.0))]);
-        let edges = diff(&current, &baseline, &Thresholds::default());
-        let doc = to_json(current.window, baseline.window, &edges);
-        assert_eq!(doc["window"]["start"], "2027-01-15T08:00:00Z");
-        assert_eq!(doc["baseline"]["end"], "2027-01-15T08:15:00Z");
-        let first = &doc["edges"][0];
-        assert_eq!(first["source"], "a");
-        assert_eq!(first["target"], "b");
-        assert_eq!(first["connection_type"], "");
-        assert_eq!(first["change"], "vanished");
-        assert_eq!(first["reasons"], serde_json::json!([]));
-        assert!(first["current"].is_null());
-        assert_eq!(first["baseline"]["requests"], 100);
-        let second = &doc["edges"][1];
-        assert_eq!(second["change"], "new");
-        assert_eq!(second["current"]["error_rate"], 0.1);
-        assert_eq!(second["current"]["errors"], 1);
-        assert!(second["current"]["p99_ms"].as_f64().unwrap() > 9.9);
     }
 }

@@ -1,17 +1,14 @@
-//! The graph of one window as a petgraph `StableDiGraph`, and its renderings:
-//! the JSON API shape, DOT, Mermaid and Jaeger dependencies.
+//! The graph of one window as a petgraph `StableDiGraph`; the API documents
+//! and text renderings of it are built in `web`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef as _, IntoEdgeReferences};
 use serde::Serialize;
-use serde_json::json;
 
 use super::edge::{ConnectionType, EdgeKey, EdgeStats, NodeStats};
-use super::sketch::Sketch;
 use super::{TimeWindow, USER_NODE};
 
 /// What a node stands for.
@@ -146,192 +143,10 @@ impl Topology {
     pub fn nodes(&self) -> impl Iterator<Item = &NodeView> {
         self.graph.node_weights()
     }
-
-    /// The `/api/v1/graph` document.
-    pub fn to_json(&self) -> serde_json::Value {
-        let seconds = self.window.seconds();
-        let nodes: Vec<_> = self
-            .nodes()
-            .map(|node| {
-                json!({
-                    "id": &*node.id,
-                    "kind": node.kind.as_str(),
-                    "requests": node.stats.requests,
-                    "errors": node.stats.errors,
-                    "error_rate": ratio(node.stats.errors, node.stats.requests),
-                    "latency_ms": latency_json(&node.stats.latency, false),
-                })
-            })
-            .collect();
-        let edges: Vec<_> = self
-            .edges()
-            .map(|(source, target, edge)| {
-                let stats = &edge.stats;
-                json!({
-                    "source": &*source.id,
-                    "target": &*target.id,
-                    "connection_type": edge.connection_type.as_str(),
-                    "requests": stats.requests,
-                    "errors": stats.failed,
-                    "error_rate": ratio(stats.failed, stats.requests),
-                    "rate_per_s": round3(stats.requests as f64 / seconds),
-                    "client_latency_ms": latency_json(&stats.client, true),
-                    "server_latency_ms": latency_json(&stats.server, true),
-                })
-            })
-            .collect();
-        json!({
-            "window": {
-                "start": humantime::format_rfc3339_seconds(self.window.start).to_string(),
-                "end": humantime::format_rfc3339_seconds(self.window.end).to_string(),
-            },
-            "nodes": nodes,
-            "edges": edges,
-        })
-    }
-
-    /// Graphviz DOT: shapes by node kind, edges labelled with rate, errors and p99.
-    pub fn to_dot(&self) -> String {
-        let mut out = String::from(
-            "digraph tracemap {\n  rankdir=LR;\n  node [fontname=\"Helvetica\", style=\"rounded,filled\", fillcolor=\"#f5f7fa\"];\n",
-        );
-        for node in self.nodes() {
-            let shape = match node.kind {
-                NodeKind::Service => "box",
-                NodeKind::Database => "cylinder",
-                NodeKind::Messaging => "cds",
-                NodeKind::Virtual => "component",
-                NodeKind::User => "ellipse",
-            };
-            let _ = writeln!(
-                out,
-                "  \"{}\" [shape={shape}, tooltip=\"{}\"];",
-                dot_escape(&node.id),
-                node.kind.as_str()
-            );
-        }
-        for (source, target, edge) in self.edges() {
-            let color = if ratio(edge.stats.failed, edge.stats.requests) >= 0.05 {
-                "#d62728"
-            } else {
-                "#555555"
-            };
-            let _ = writeln!(
-                out,
-                "  \"{}\" -> \"{}\" [label=\"{}\", color=\"{color}\"];",
-                dot_escape(&source.id),
-                dot_escape(&target.id),
-                dot_escape(&self.edge_label(edge, "\n")),
-            );
-        }
-        out.push_str("}\n");
-        out
-    }
-
-    /// Mermaid flowchart.
-    pub fn to_mermaid(&self) -> String {
-        let mut out = String::from("flowchart LR\n");
-        let mut ids = HashMap::new();
-        for (i, node) in self.nodes().enumerate() {
-            let id = format!("n{i}");
-            let name = mermaid_escape(&node.id);
-            let shape = match node.kind {
-                NodeKind::Service => format!("[\"{name}\"]"),
-                NodeKind::Database => format!("[(\"{name}\")]"),
-                NodeKind::Messaging => format!(">\"{name}\"]"),
-                NodeKind::Virtual => format!("{{{{\"{name}\"}}}}"),
-                NodeKind::User => format!("((\"{name}\"))"),
-            };
-            let _ = writeln!(out, "  {id}{shape}");
-            ids.insert(node.id.clone(), id);
-        }
-        for (source, target, edge) in self.edges() {
-            let _ = writeln!(
-                out,
-                "  {} -->|\"{}\"| {}",
-                ids[&source.id],
-                mermaid_escape(&self.edge_label(edge, ", ")),
-                ids[&target.id]
-            );
-        }
-        out
-    }
-
-    /// Jaeger's `/api/dependencies` entries: calls per (parent, child).
-    pub fn dependencies(&self) -> Vec<serde_json::Value> {
-        let mut calls: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-        for (source, target, edge) in self.edges() {
-            *calls.entry((&source.id, &target.id)).or_default() += edge.stats.requests;
-        }
-        calls
-            .into_iter()
-            .map(|((parent, child), count)| {
-                json!({"parent": parent, "child": child, "callCount": count})
-            })
-            .collect()
-    }
-
-    fn edge_label(&self, edge: &EdgeView, separator: &str) -> String {
-        let stats = &edge.stats;
-        format!(
-            "{:.2} req/s{separator}{:.1}% err{separator}p99 {}",
-            stats.requests as f64 / self.window.seconds(),
-            100.0 * ratio(stats.failed, stats.requests),
-            format_ms(stats.server.quantile(0.99) / 1e6),
-        )
-    }
-}
-
-fn ratio(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        round6(part as f64 / whole as f64)
-    }
-}
-
-fn round3(value: f64) -> f64 {
-    (value * 1e3).round() / 1e3
-}
-
-fn round6(value: f64) -> f64 {
-    (value * 1e6).round() / 1e6
-}
-
-fn latency_json(sketch: &Sketch, with_max: bool) -> serde_json::Value {
-    let ms = |nanos: f64| round3(nanos / 1e6);
-    let mut value = json!({
-        "p50": ms(sketch.quantile(0.5)),
-        "p90": ms(sketch.quantile(0.9)),
-        "p99": ms(sketch.quantile(0.99)),
-        "avg": ms(sketch.mean()),
-    });
-    if with_max {
-        value["max"] = json!(ms(sketch.max()));
-    }
-    value
-}
-
-fn format_ms(ms: f64) -> String {
-    if ms >= 1000.0 {
-        format!("{:.2}s", ms / 1000.0)
-    } else {
-        format!("{ms:.1}ms")
-    }
-}
-
-fn dot_escape(text: &str) -> String {
-    text.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn mermaid_escape(text: &str) -> String {
-    text.replace('"', "#quot;")
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
@@ -359,7 +174,9 @@ mod tests {
         }
     }
 
-    fn sample() -> Topology {
+    /// Five edges of every connection type around `web`; shared with the
+    /// API document and rendering tests.
+    pub(crate) fn sample() -> Topology {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let window = TimeWindow {
             start,
@@ -416,66 +233,6 @@ mod tests {
                 ("user", "user"),
                 ("web", "service"),
             ]
-        );
-    }
-
-    #[test]
-    fn json_has_the_contract_shape() {
-        let doc = sample().to_json();
-        assert_eq!(doc["window"]["start"], "2027-01-15T08:00:00Z");
-        assert_eq!(doc["window"]["end"], "2027-01-15T08:01:40Z");
-        let db = doc["edges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["target"] == "db\"main")
-            .unwrap();
-        assert_eq!(db["source"], "web");
-        assert_eq!(db["connection_type"], "database");
-        assert_eq!(db["requests"], 20);
-        assert_eq!(db["errors"], 2);
-        assert_eq!(db["error_rate"], 0.1);
-        assert_eq!(db["rate_per_s"], 0.2);
-        let p50 = db["client_latency_ms"]["p50"].as_f64().unwrap();
-        assert!((p50 - 2.0).abs() <= 0.02, "{p50}");
-        assert_eq!(db["client_latency_ms"]["max"], 2.0);
-        let node = doc["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["id"] == "db\"main")
-            .unwrap();
-        assert_eq!(
-            node["requests"], 20,
-            "a database shows what its callers saw"
-        );
-        assert_eq!(node["errors"], 2);
-    }
-
-    #[test]
-    fn dot_and_mermaid_escape_and_mark_errors() {
-        let topology = sample();
-        let dot = topology.to_dot();
-        assert!(dot.starts_with("digraph tracemap {"));
-        assert!(dot.contains("\"db\\\"main\" [shape=cylinder"), "{dot}");
-        assert!(dot.contains("\"web\" -> \"api.example\" [label=\"0.01 req/s\\n100.0% err\\np99 150.0ms\", color=\"#d62728\"]"), "{dot}");
-        let mermaid = topology.to_mermaid();
-        assert!(mermaid.starts_with("flowchart LR\n"));
-        assert!(mermaid.contains("n2[(\"db#quot;main\")]"), "{mermaid}");
-        assert!(mermaid.contains("n4((\"user\"))"), "{mermaid}");
-        assert!(
-            mermaid.contains("n4 -->|\"0.10 req/s, 0.0% err, p99 2.0ms\"| n5"),
-            "{mermaid}"
-        );
-    }
-
-    #[test]
-    fn dependencies_in_jaeger_shape() {
-        let deps = sample().dependencies();
-        assert_eq!(deps.len(), 5);
-        assert_eq!(
-            deps[0],
-            json!({"parent": "user", "child": "web", "callCount": 10})
         );
     }
 }

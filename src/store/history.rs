@@ -222,25 +222,6 @@ pub struct SeriesPoint {
     pub p99_ms: f64,
 }
 
-impl Series {
-    /// The `/api/v1/series` document.
-    pub fn to_json(&self) -> serde_json::Value {
-        let points: Vec<_> = self
-            .points
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "t": humantime::format_rfc3339_seconds(p.t).to_string(),
-                    "requests": p.requests,
-                    "errors": p.errors,
-                    "p99_ms": (p.p99_ms * 1e3).round() / 1e3,
-                })
-            })
-            .collect();
-        serde_json::json!({"step_seconds": self.step_seconds, "points": points})
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 struct StepTotals {
     requests: u64,

@@ -13,6 +13,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::document::{Dependencies, DiffDocument, GraphDocument, SeriesDocument};
+use super::render;
 use crate::graph::TimeWindow;
 use crate::graph::aggregate::Selection;
 use crate::graph::diff::{self, Thresholds};
@@ -160,14 +162,15 @@ pub(super) async fn graph_json(
     State(history): State<History>,
     Query(query): Query<GraphQuery>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(snapshot(history, &query).await?.to_json()).into_response())
+    let topology = snapshot(history, &query).await?;
+    Ok(Json(GraphDocument::from(&topology)).into_response())
 }
 
 pub(super) async fn graph_dot(
     State(history): State<History>,
     Query(query): Query<GraphQuery>,
 ) -> Result<Response, ApiError> {
-    let body = snapshot(history, &query).await?.to_dot();
+    let body = render::dot(&snapshot(history, &query).await?);
     Ok((
         [(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")],
         body,
@@ -179,7 +182,7 @@ pub(super) async fn graph_mermaid(
     State(history): State<History>,
     Query(query): Query<GraphQuery>,
 ) -> Result<Response, ApiError> {
-    let body = snapshot(history, &query).await?.to_mermaid();
+    let body = render::mermaid(&snapshot(history, &query).await?);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
@@ -222,7 +225,7 @@ pub(super) async fn dependencies(
     // Jaeger's UI always sends lookback; the default stays what memory holds.
     let window = query.resolve(now, history.graph().config().retention)?;
     let topology = blocking(move || history.snapshot(window, now)).await?;
-    Ok(Json(serde_json::json!({ "data": topology.dependencies() })).into_response())
+    Ok(Json(Dependencies::from(&topology)).into_response())
 }
 
 /// Query of `/api/v1/series`: an edge (`client`, `server`, optional
@@ -287,7 +290,7 @@ pub(super) async fn series(
         history.series(&selection, window, now)
     })
     .await?;
-    Ok(Json(series.to_json()).into_response())
+    Ok(Json(SeriesDocument::from(&series)).into_response())
 }
 
 /// Baseline when the query names none: the same window a day earlier.
@@ -396,7 +399,12 @@ pub(super) async fn diff(
     })
     .await?;
     let edges = diff::diff(&now_graph, &then_graph, &thresholds);
-    Ok(Json(diff::to_json(now_graph.window, then_graph.window, &edges)).into_response())
+    Ok(Json(DiffDocument::new(
+        now_graph.window,
+        then_graph.window,
+        &edges,
+    ))
+    .into_response())
 }
 
 #[cfg(test)]

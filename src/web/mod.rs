@@ -2,6 +2,9 @@
 //! `/readyz` and `/metrics` (Prometheus text).
 
 pub mod api;
+pub mod document;
+pub mod health;
+pub mod render;
 pub mod ui;
 
 use std::sync::Arc;
