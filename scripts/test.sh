@@ -54,6 +54,17 @@ python3 scripts/check-layers.py
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "cargo deny check licenses bans sources (deny.toml)"
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  cargo install cargo-deny --locked --version 0.20.2 --quiet ||
+    echo "could not install cargo-deny from crates.io" >&2
+fi
+if command -v cargo-deny >/dev/null 2>&1; then
+  cargo deny --log-level error check --hide-inclusion-graph licenses bans sources
+else
+  missing "cargo-deny is not installed: licences, bans and sources were not checked"
+fi
+
 step "cargo test"
 cargo test --all-targets --locked --no-fail-fast
 

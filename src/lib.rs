@@ -38,9 +38,6 @@
 //! - [`demo`] is `tracemap demo`: ten simulated services, instrumented with the
 //!   OpenTelemetry SDK, send traces to the collector so a map appears in seconds.
 
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
-
 pub mod app;
 pub mod config;
 pub mod exporter;
