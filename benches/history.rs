@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use tracemap::validate::section;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tracemap::graph::aggregate::MinuteBatch;
@@ -194,6 +195,9 @@ fn graph_7d(c: &mut Criterion) {
             data_dir: dir.path().to_owned(),
             ..StorageConfig::default()
         };
+        let config =
+            section(|problems| config.validate("storage", Duration::from_secs(3600), problems))
+                .expect("valid storage settings");
         let store = Store::open(
             &config,
             1,
@@ -201,7 +205,7 @@ fn graph_7d(c: &mut Criterion) {
             StoreMetrics::default(),
         )
         .expect("open store");
-        let history = History::new(Graph::new(GraphConfig::default(), 1), Some(store.clone()));
+        let history = History::new(Graph::new(valid_graph(), 1), Some(store.clone()));
         let window = |now: SystemTime| TimeWindow {
             start: now - Duration::from_secs(7 * 86_400),
             end: now,
@@ -223,3 +227,7 @@ fn graph_7d(c: &mut Criterion) {
 
 criterion_group!(benches, graph_7d);
 criterion_main!(benches);
+
+fn valid_graph() -> tracemap::validate::Valid<GraphConfig> {
+    section(|problems| GraphConfig::default().validate("graph", problems)).expect("valid defaults")
+}

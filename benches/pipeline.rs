@@ -15,6 +15,7 @@ use prost::Message;
 use tracemap::graph::{Graph, GraphConfig};
 use tracemap::pipeline::SpanConsumer;
 use tracemap::receiver::otlp_proto;
+use tracemap::validate::section;
 
 const TRACES: u64 = 128;
 
@@ -154,7 +155,11 @@ fn decode_pair_record(c: &mut Criterion) {
         bytes.len(),
         bytes.len() / spans
     );
-    let graph = Graph::new(GraphConfig::default(), 1);
+    let graph = Graph::new(
+        section(|problems| GraphConfig::default().validate("graph", problems))
+            .expect("valid defaults"),
+        1,
+    );
     let mut consumer = graph.consumer(0);
     let mut group = c.benchmark_group("hot_path");
     group.throughput(Throughput::Elements(spans as u64));

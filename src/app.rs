@@ -98,6 +98,7 @@ impl App {
     /// the service graph, then the `extra` consumers (tests, embedders); in
     /// agent mode they run only with `exporters.forward.keep_local_graph`.
     pub async fn start(config: &ValidConfig, extra: &ConsumerFactory) -> Result<Self, AppError> {
+        let sections = &config.sections;
         ensure_data_dir(&config.storage.data_dir)?;
         let otlp = &config.receivers.otlp;
         // Bind first, so a taken port fails startup before any task runs.
@@ -121,13 +122,13 @@ impl App {
         let exporter_metrics = ExporterMetrics::register(&mut registry);
         let xray = match config.exporters.xray.enabled {
             true => Some(
-                XrayExporter::start(&config.exporters.xray, &exporter_metrics)
+                XrayExporter::start(&sections.xray, &exporter_metrics)
                     .await
                     .map_err(AppError::Xray)?,
             ),
             false => None,
         };
-        let graph = Graph::new(config.graph.clone(), config.pipeline.worker_count());
+        let graph = Graph::new(sections.graph.clone(), config.pipeline.worker_count());
         registry.register_collector(Box::new(ServiceGraphCollector::new(graph.clone())));
         let store_metrics = StoreMetrics::register(&mut registry);
         let store = open_store(config, &graph, store_metrics).await;
@@ -136,7 +137,7 @@ impl App {
         let cloudwatch = match config.exporters.cloudwatch.enabled {
             true => Some(
                 CloudWatchExporter::start(
-                    &config.exporters.cloudwatch,
+                    &sections.cloudwatch,
                     graph.clone(),
                     &exporter_metrics,
                     &mut registry,
@@ -160,7 +161,7 @@ impl App {
             Mode::Agent => {
                 let forward = &config.exporters.forward;
                 let forwarder = Forwarder::start(
-                    forward,
+                    &sections.forward,
                     config.pipeline.enqueue_timeout,
                     &mut registry,
                     &exporter_metrics,
@@ -169,7 +170,7 @@ impl App {
                 let local: Option<&dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>>> =
                     forward.keep_local_graph.then_some(&consumers);
                 let pipeline = Pipeline::start_forwarding(
-                    &config.pipeline,
+                    &sections.pipeline,
                     local,
                     Arc::new(forwarder.handle()),
                     &mut registry,
@@ -177,7 +178,7 @@ impl App {
                 (pipeline, Some(forwarder))
             }
             Mode::Standalone | Mode::Gateway => (
-                Pipeline::start(&config.pipeline, &consumers, &mut registry),
+                Pipeline::start(&sections.pipeline, &consumers, &mut registry),
                 None,
             ),
         };
@@ -191,7 +192,7 @@ impl App {
         let mut receivers = Vec::new();
         if let Some(listener) = grpc_listener {
             let service = otlp_grpc::OtlpGrpcService::new(
-                &otlp.grpc,
+                &sections.otlp_grpc,
                 Arc::new(pipeline.handle()),
                 receiver_metrics.clone(),
             );
@@ -205,7 +206,7 @@ impl App {
         }
         if let Some(listener) = http_listener {
             let router = otlp_http::router(
-                &otlp.http,
+                &sections.otlp_http,
                 Arc::new(pipeline.handle()),
                 receiver_metrics.clone(),
             );
@@ -316,7 +317,11 @@ async fn open_store(config: &ValidConfig, graph: &Graph, metrics: StoreMetrics) 
         );
         return None;
     }
-    let (storage, shards, memory) = (storage.clone(), graph.shard_count(), config.graph.retention);
+    let (storage, shards, memory) = (
+        config.sections.storage.clone(),
+        graph.shard_count(),
+        config.graph.retention,
+    );
     let degraded = metrics.degraded.clone();
     let opened =
         tokio::task::spawn_blocking(move || Store::open(&storage, shards, memory, metrics)).await;

@@ -18,7 +18,7 @@ pub use env::{
 };
 
 pub use crate::store::{CompactionTier, StorageConfig};
-pub use crate::validate::Invalid;
+pub use crate::validate::{Invalid, Valid};
 
 use crate::exporter::cloudwatch::CloudWatchConfig;
 use crate::exporter::forward::ForwardConfig;
@@ -223,12 +223,37 @@ pub enum ConfigError {
 
 /// A configuration that passed [`Config::validate`]; the app builds only from this.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ValidConfig(Config);
+pub struct ValidConfig {
+    config: Config,
+    /// Each component's checked section, as its `start` takes it.
+    pub sections: Sections,
+}
+
+/// The checked section of every component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sections {
+    /// `receivers.otlp.grpc`.
+    pub otlp_grpc: Valid<OtlpGrpcConfig>,
+    /// `receivers.otlp.http`.
+    pub otlp_http: Valid<OtlpHttpConfig>,
+    /// `pipeline`.
+    pub pipeline: Valid<PipelineConfig>,
+    /// `graph`.
+    pub graph: Valid<GraphConfig>,
+    /// `storage`.
+    pub storage: Valid<StorageConfig>,
+    /// `exporters.xray`.
+    pub xray: Valid<XrayConfig>,
+    /// `exporters.cloudwatch`.
+    pub cloudwatch: Valid<CloudWatchConfig>,
+    /// `exporters.forward`.
+    pub forward: Valid<ForwardConfig>,
+}
 
 impl ValidConfig {
     /// The checked configuration.
     pub fn get(&self) -> &Config {
-        &self.0
+        &self.config
     }
 }
 
@@ -236,7 +261,7 @@ impl std::ops::Deref for ValidConfig {
     type Target = Config;
 
     fn deref(&self) -> &Config {
-        &self.0
+        &self.config
     }
 }
 
@@ -268,20 +293,24 @@ impl Config {
     /// Checks every rule and reports all broken ones at once.
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {
         let mut invalid = Vec::new();
-        self.receivers
+        let otlp_grpc = self
+            .receivers
             .otlp
             .grpc
             .validate("receivers.otlp.grpc", &mut invalid);
-        self.receivers
+        let otlp_http = self
+            .receivers
             .otlp
             .http
             .validate("receivers.otlp.http", &mut invalid);
-        self.pipeline.validate("pipeline", &mut invalid);
-        self.graph.validate("graph", &mut invalid);
-        self.storage
+        let pipeline = self.pipeline.validate("pipeline", &mut invalid);
+        let graph = self.graph.validate("graph", &mut invalid);
+        let storage = self
+            .storage
             .validate("storage", self.graph.retention, &mut invalid);
-        self.exporters.xray.validate("exporters.xray", &mut invalid);
-        self.exporters
+        let xray = self.exporters.xray.validate("exporters.xray", &mut invalid);
+        let cloudwatch = self
+            .exporters
             .cloudwatch
             .validate("exporters.cloudwatch", &mut invalid);
         // An agent forwards spans and keeps no graph of its own: its
@@ -297,7 +326,7 @@ impl Config {
                     .into(),
             });
         }
-        self.exporters.forward.validate(
+        let forward = self.exporters.forward.validate(
             "exporters.forward",
             self.mode == Mode::Agent,
             &mut invalid,
@@ -315,10 +344,24 @@ impl Config {
             });
         }
         self.check_listen_conflicts(&mut invalid);
-        if invalid.is_empty() {
-            Ok(ValidConfig(self))
-        } else {
-            Err(ConfigError::Invalid(invalid))
+        let sections = (|| {
+            Some(Sections {
+                otlp_grpc: otlp_grpc?,
+                otlp_http: otlp_http?,
+                pipeline: pipeline?,
+                graph: graph?,
+                storage: storage?,
+                xray: xray?,
+                cloudwatch: cloudwatch?,
+                forward: forward?,
+            })
+        })();
+        match sections {
+            Some(sections) if invalid.is_empty() => Ok(ValidConfig {
+                config: self,
+                sections,
+            }),
+            _ => Err(ConfigError::Invalid(invalid)),
         }
     }
 

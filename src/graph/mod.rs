@@ -33,7 +33,7 @@ use self::topology::Topology;
 use crate::graph::spanmetrics::{SpanMetrics, SpanMetricsConfig};
 use crate::model::{KeySet, Span, SpanKind, StatusCode};
 use crate::pipeline::SpanConsumer;
-use crate::validate::Invalid;
+use crate::validate::{Invalid, Valid};
 
 /// Name of the virtual client of root SERVER spans.
 pub const USER_NODE: &str = "user";
@@ -110,7 +110,20 @@ impl Default for GraphConfig {
 }
 
 impl GraphConfig {
-    pub(crate) fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
+    /// The section checked as `Config::validate` checks it; panics naming
+    /// the problems (tests).
+    #[cfg(test)]
+    pub(crate) fn checked(self) -> Valid<Self> {
+        crate::validate::section(|problems| self.validate("graph", problems))
+            .unwrap_or_else(|problems| panic!("invalid GraphConfig: {problems:?}"))
+    }
+
+    /// Checks every rule; the section as `start` takes it when none is broken.
+    pub fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) -> Option<Valid<Self>> {
+        Valid::check(self, invalid, |this, invalid| this.check(prefix, invalid))
+    }
+
+    fn check(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
         let mut bad = |key: &str, reason: &str| {
             invalid.push(Invalid {
                 key: format!("{prefix}.{key}"),
@@ -149,7 +162,7 @@ impl GraphConfig {
             );
         }
         self.span_metrics
-            .validate(&format!("{prefix}.span_metrics"), invalid);
+            .check(&format!("{prefix}.span_metrics"), invalid);
     }
 
     fn retention_minutes(&self) -> i64 {
@@ -684,8 +697,8 @@ impl TimeWindow {
 
 impl Graph {
     /// Empty state for `shard_count` pipeline shards.
-    pub fn new(config: GraphConfig, shard_count: usize) -> Self {
-        let config = Arc::new(config);
+    pub fn new(config: Valid<GraphConfig>, shard_count: usize) -> Self {
+        let config = Arc::new(config.get().clone());
         let shards = (0..shard_count.max(1))
             .map(|_| Arc::new(Mutex::new(Shard::new(config.clone(), shard_count.max(1)))))
             .collect();

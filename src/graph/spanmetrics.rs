@@ -32,7 +32,8 @@ impl Default for SpanMetricsConfig {
 }
 
 impl SpanMetricsConfig {
-    pub(crate) fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
+    /// Appends every broken rule under `prefix`; part of the graph's checks.
+    pub(crate) fn check(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
         if self.max_series == 0 {
             invalid.push(Invalid {
                 key: format!("{prefix}.max_series"),

@@ -86,7 +86,7 @@ impl Harness {
     }
     fn with(config: GraphConfig) -> Self {
         Self {
-            graph: Graph::new(config, 1),
+            graph: Graph::new(config.checked(), 1),
             now: Instant::now(),
         }
     }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::model::Span;
 use crate::receiver::{Refusal, SpanSink, Submission};
-use crate::validate::Invalid;
+use crate::validate::{Invalid, Valid};
 
 /// Queues and workers between receivers and consumers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,7 +60,20 @@ impl PipelineConfig {
         }
     }
 
-    pub(crate) fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
+    /// The section checked as `Config::validate` checks it; panics naming
+    /// the problems (tests).
+    #[cfg(test)]
+    pub(crate) fn checked(self) -> Valid<Self> {
+        crate::validate::section(|problems| self.validate("pipeline", problems))
+            .unwrap_or_else(|problems| panic!("invalid PipelineConfig: {problems:?}"))
+    }
+
+    /// Checks every rule; the section as `start` takes it when none is broken.
+    pub fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) -> Option<Valid<Self>> {
+        Valid::check(self, invalid, |this, invalid| this.check(prefix, invalid))
+    }
+
+    fn check(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
         if self.workers > 1024 {
             invalid.push(Invalid {
                 key: format!("{prefix}.workers"),
@@ -339,7 +352,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// Spawns one worker per shard on the current Tokio runtime.
     pub fn start(
-        config: &PipelineConfig,
+        config: &Valid<PipelineConfig>,
         consumers: &dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>>,
         registry: &mut Registry,
     ) -> Self {
@@ -349,7 +362,7 @@ impl Pipeline {
     /// Agent mode: every span goes to `forward`, and to local workers
     /// running `consumers` only when given.
     pub fn start_forwarding(
-        config: &PipelineConfig,
+        config: &Valid<PipelineConfig>,
         consumers: Option<&dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>>>,
         forward: Arc<dyn ForwardTarget>,
         registry: &mut Registry,
@@ -545,7 +558,7 @@ mod tests {
             ..PipelineConfig::default()
         };
         let pipeline = Pipeline::start(
-            &config,
+            &config.clone().checked(),
             &recorder_factory(seen.clone(), flushed.clone()),
             &mut Registry::default(),
         );
@@ -597,7 +610,7 @@ mod tests {
             ..PipelineConfig::default()
         };
         let mut pipeline = Pipeline::start(
-            &config,
+            &config.clone().checked(),
             &recorder_factory(seen.clone(), Arc::default()),
             &mut Registry::default(),
         );
@@ -648,7 +661,7 @@ mod tests {
             vec![Box::new(Blocker(gate_for_factory.clone())) as Box<dyn SpanConsumer>]
         });
         let mut registry = Registry::default();
-        let pipeline = Pipeline::start(&config, &factory, &mut registry);
+        let pipeline = Pipeline::start(&config.clone().checked(), &factory, &mut registry);
         let handle = pipeline.handle();
         // First batch is taken by the (blocked) worker, second fills the queue.
         handle.submit(vec![span(1, 1)]).await.unwrap();

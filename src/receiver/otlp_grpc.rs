@@ -24,7 +24,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::otlp_proto::{self, OtlpProtoError};
 use super::{Decoded, Ingest, PROTOCOL_GRPC, ReceiverMetrics, Refusal, SharedSink, ingest, reason};
-use crate::validate::Invalid;
+use crate::validate::{Invalid, Valid};
 
 /// gRPC path of the OTLP trace export method.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -55,7 +55,20 @@ impl Default for OtlpGrpcConfig {
 const MIN_MESSAGE_BYTES: usize = 1024;
 
 impl OtlpGrpcConfig {
-    pub(crate) fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
+    /// The section checked as `Config::validate` checks it; panics naming
+    /// the problems (tests).
+    #[cfg(test)]
+    pub(crate) fn checked(self) -> Valid<Self> {
+        crate::validate::section(|problems| self.validate("receivers.otlp.grpc", problems))
+            .unwrap_or_else(|problems| panic!("invalid OtlpGrpcConfig: {problems:?}"))
+    }
+
+    /// Checks every rule; the section as `start` takes it when none is broken.
+    pub fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) -> Option<Valid<Self>> {
+        Valid::check(self, invalid, |this, invalid| this.check(prefix, invalid))
+    }
+
+    fn check(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
         if self.max_recv_msg_bytes < MIN_MESSAGE_BYTES {
             invalid.push(Invalid {
                 key: format!("{prefix}.max_recv_msg_bytes"),
@@ -111,7 +124,11 @@ struct Inner {
 
 impl OtlpGrpcService {
     /// Builds the service over the sink spans go to.
-    pub fn new(config: &OtlpGrpcConfig, sink: SharedSink, metrics: Arc<ReceiverMetrics>) -> Self {
+    pub fn new(
+        config: &Valid<OtlpGrpcConfig>,
+        sink: SharedSink,
+        metrics: Arc<ReceiverMetrics>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 sink,

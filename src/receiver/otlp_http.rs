@@ -24,7 +24,7 @@ use super::{
     Decoded, Ingest, PROTOCOL_HTTP, ReceiverMetrics, Refusal, SharedSink, ingest, otlp_json,
     otlp_proto, reason,
 };
-use crate::validate::Invalid;
+use crate::validate::{Invalid, Valid};
 
 /// Path OTLP exporters post traces to.
 pub const TRACES_PATH: &str = "/v1/traces";
@@ -56,7 +56,12 @@ impl Default for OtlpHttpConfig {
 }
 
 impl OtlpHttpConfig {
-    pub(crate) fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
+    /// Checks every rule; the section as `start` takes it when none is broken.
+    pub fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) -> Option<Valid<Self>> {
+        Valid::check(self, invalid, |this, invalid| this.check(prefix, invalid))
+    }
+
+    fn check(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
         if self.max_request_body_bytes < 1024 {
             invalid.push(Invalid {
                 key: format!("{prefix}.max_request_body_bytes"),
@@ -161,7 +166,11 @@ struct HttpState {
 }
 
 /// The `/v1/traces` router.
-pub fn router(config: &OtlpHttpConfig, sink: SharedSink, metrics: Arc<ReceiverMetrics>) -> Router {
+pub fn router(
+    config: &Valid<OtlpHttpConfig>,
+    sink: SharedSink,
+    metrics: Arc<ReceiverMetrics>,
+) -> Router {
     let state = HttpState {
         sink,
         metrics,

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use crate::graph::Graph;
 use crate::graph::aggregate::{Accumulator, MinuteBatch, MinuteSink, Selection, SinkRefusal};
 use crate::graph::edge::Minute;
-use crate::validate::Invalid;
+use crate::validate::{Invalid, Valid};
 
 pub use self::db::Coverage;
 pub use self::history::{History, Reach, Series, SeriesPoint};
@@ -122,9 +122,30 @@ impl CompactionTier {
 }
 
 impl StorageConfig {
+    /// The section checked as `Config::validate` checks it; panics naming
+    /// the problems (tests).
+    #[cfg(test)]
+    pub(crate) fn checked(self, memory: Duration) -> Valid<Self> {
+        crate::validate::section(|problems| self.validate("storage", memory, problems))
+            .unwrap_or_else(|problems| panic!("invalid StorageConfig: {problems:?}"))
+    }
+
     /// Checks the storage keys; `memory` is `graph.retention`, which the
     /// first compaction tier must exceed (memory answers those minutes).
-    pub(crate) fn validate(&self, prefix: &str, memory: Duration, invalid: &mut Vec<Invalid>) {
+    ///
+    /// Returns the section as `start` takes it when no rule is broken.
+    pub fn validate(
+        &self,
+        prefix: &str,
+        memory: Duration,
+        invalid: &mut Vec<Invalid>,
+    ) -> Option<Valid<Self>> {
+        Valid::check(self, invalid, |this, invalid| {
+            this.check(prefix, memory, invalid)
+        })
+    }
+
+    fn check(&self, prefix: &str, memory: Duration, invalid: &mut Vec<Invalid>) {
         let mut bad = |key: &str, reason: String| {
             invalid.push(Invalid {
                 key: format!("{prefix}.{key}"),
@@ -391,7 +412,7 @@ impl Store {
     /// writer thread. `shards` is the number of pipeline shards that hand
     /// minutes over; `memory` is `graph.retention`.
     pub fn open(
-        config: &StorageConfig,
+        config: &Valid<StorageConfig>,
         shards: usize,
         memory: Duration,
         metrics: StoreMetrics,
@@ -402,13 +423,20 @@ impl Store {
         let foreign_until = db.newest_bucket()?.unwrap_or(Minute::MIN);
         let (tx, rx) = std::sync::mpsc::sync_channel(config.queue_capacity);
         let writer = writer::spawn(
-            writer::WriterState::new(db, epoch, shards, memory, config.clone(), metrics.clone()),
+            writer::WriterState::new(
+                db,
+                epoch,
+                shards,
+                memory,
+                config.get().clone(),
+                metrics.clone(),
+            ),
             rx,
         );
         metrics.degraded.set(0);
         Ok(Self {
             inner: Arc::new(Inner {
-                config: config.clone(),
+                config: config.get().clone(),
                 path,
                 epoch,
                 foreign_until,

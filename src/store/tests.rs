@@ -125,9 +125,9 @@ struct Rig {
 
 impl Rig {
     fn open(dir: &std::path::Path, first: Minute, reference: Graph) -> Self {
-        let graph = Graph::new(graph_config(60), 2);
+        let graph = Graph::new(graph_config(60).checked(), 2);
         let store = Store::open(
-            &config(dir),
+            &config(dir).clone().checked(Duration::from_secs(3600)),
             2,
             Duration::from_secs(3600),
             StoreMetrics::default(),
@@ -187,7 +187,11 @@ fn windows_across_memory_and_store_equal_the_in_memory_answer() {
     let dir = tempfile::tempdir().unwrap();
     let now_minute = unix_minute(SystemTime::now());
     let first = now_minute - 180;
-    let rig = Rig::open(dir.path(), first, Graph::new(graph_config(1000), 1));
+    let rig = Rig::open(
+        dir.path(),
+        first,
+        Graph::new(graph_config(1000).checked(), 1),
+    );
     for minute in first..now_minute {
         rig.run_minute(minute, 1);
     }
@@ -260,7 +264,11 @@ fn history_survives_a_restart_without_double_counting() {
     let now_minute = unix_minute(SystemTime::now());
     let first = now_minute - 30;
     let restart = now_minute - 12;
-    let rig = Rig::open(dir.path(), first, Graph::new(graph_config(1000), 1));
+    let rig = Rig::open(
+        dir.path(),
+        first,
+        Graph::new(graph_config(1000).checked(), 1),
+    );
     for minute in first..restart {
         rig.run_minute(minute, 1);
     }
@@ -623,9 +631,9 @@ fn a_compacted_window_widens_to_its_buckets() {
     db.write_minutes(epoch, &minutes, Minute::MAX).unwrap();
     db.compact(hour, 60).unwrap();
     drop(db);
-    let graph = Graph::new(graph_config(60), 1);
+    let graph = Graph::new(graph_config(60).checked(), 1);
     let store = Store::open(
-        &config(dir.path()),
+        &config(dir.path()).checked(Duration::from_secs(3600)),
         1,
         Duration::from_secs(3600),
         StoreMetrics::default(),
@@ -694,7 +702,7 @@ fn a_corrupt_file_is_refused_with_a_clear_error() {
     )
     .unwrap();
     let err = Store::open(
-        &config,
+        &config.clone().checked(Duration::from_secs(3600)),
         1,
         Duration::from_secs(3600),
         StoreMetrics::default(),
@@ -724,7 +732,7 @@ fn a_corrupt_file_is_refused_with_a_clear_error() {
     }
     std::fs::write(config.db_path(), bytes).unwrap();
     let err = Store::open(
-        &config,
+        &config.clone().checked(Duration::from_secs(3600)),
         1,
         Duration::from_secs(3600),
         StoreMetrics::default(),
@@ -746,7 +754,7 @@ fn a_newer_schema_is_refused() {
         conn.execute_batch("PRAGMA user_version = 99;").unwrap();
     }
     let err = Store::open(
-        &config,
+        &config.clone().checked(Duration::from_secs(3600)),
         1,
         Duration::from_secs(3600),
         StoreMetrics::default(),
@@ -790,10 +798,10 @@ fn storage_config_is_checked() {
 #[test]
 fn series_steps_stay_under_three_hundred_and_follow_compaction() {
     use super::history::MAX_POINTS;
-    let graph = Graph::new(graph_config(60), 1);
+    let graph = Graph::new(graph_config(60).checked(), 1);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
-        &config(dir.path()),
+        &config(dir.path()).checked(Duration::from_secs(3600)),
         1,
         Duration::from_secs(3600),
         StoreMetrics::default(),
@@ -850,7 +858,7 @@ pub(crate) fn flat(requests: u64, failed: u64, ms: f64) -> EdgeStats {
 
 #[test]
 fn a_node_that_sends_no_spans_shows_what_its_callers_saw() {
-    let graph = Graph::new(graph_config(60), 1);
+    let graph = Graph::new(graph_config(60).checked(), 1);
     let minute = unix_minute(SystemTime::now()) - 2;
     let mut query = span("shop", SpanKind::Client, 1, 5, Some(4), 3_000_000, true);
     query.attributes = Attributes::from_vec(vec![(

@@ -42,9 +42,9 @@ async fn diff_api_compares_memory_with_a_stored_day_ago() {
     db.write_minutes(epoch, &[(yesterday, baseline, Vec::new())], Minute::MAX)
         .unwrap();
     drop(db);
-    let graph = Graph::new(graph_config(60), 1);
+    let graph = Graph::new(graph_config(60).checked(), 1);
     let store = Store::open(
-        &config(dir.path()),
+        &config(dir.path()).checked(Duration::from_secs(3600)),
         1,
         Duration::from_secs(3600),
         StoreMetrics::default(),

@@ -10,7 +10,7 @@ use super::model::{
     DIM_CLIENT, DIM_CLUSTER_NAME, DIM_CONNECTION_TYPE, DIM_SERVER, RESERVED_DIMENSIONS,
 };
 use crate::exporter::aws::{AwsTarget, RetryPolicy, check_settings};
-use crate::validate::Invalid;
+use crate::validate::{Invalid, Valid};
 
 /// CloudWatch allows at most this many dimensions on one metric.
 pub const MAX_DIMENSIONS: usize = 30;
@@ -180,7 +180,13 @@ impl CloudWatchConfig {
 
     /// Appends every broken rule under `prefix` (such as `exporters.cloudwatch`).
     /// Checked whether or not the exporter is enabled, so typos fail early.
-    pub(crate) fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
+    ///
+    /// Returns the section as `start` takes it when no rule is broken.
+    pub fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) -> Option<Valid<Self>> {
+        Valid::check(self, invalid, |this, invalid| this.check(prefix, invalid))
+    }
+
+    fn check(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
         let mut fail = |key: &str, reason: String| {
             invalid.push(Invalid {
                 key: format!("{prefix}.{key}"),

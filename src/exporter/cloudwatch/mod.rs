@@ -41,6 +41,7 @@ use crate::exporter::{
 };
 use crate::graph::edge::Minute;
 use crate::graph::{Graph, TimeWindow, unix_minute};
+use crate::validate::Valid;
 
 /// Time after a minute ends before it is exported, for spans a worker
 /// stamped with that minute and is still recording.
@@ -369,7 +370,7 @@ impl CloudWatchExporter {
     /// Connects the sink for `config.mode` through the AWS SDK's default
     /// chains, then starts the tasks.
     pub async fn start(
-        config: &CloudWatchConfig,
+        config: &Valid<CloudWatchConfig>,
         graph: Graph,
         metrics: &Arc<ExporterMetrics>,
         registry: &mut Registry,

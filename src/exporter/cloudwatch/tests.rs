@@ -567,7 +567,7 @@ fn each_minute_is_exported_once_after_it_is_over() {
         AttributeValue, Attributes, Resource, Span, SpanId, SpanKind, StatusCode, TraceId,
     };
     use crate::pipeline::SpanConsumer;
-    let graph = Graph::new(crate::graph::GraphConfig::default(), 1);
+    let graph = Graph::new(crate::graph::GraphConfig::default().checked(), 1);
     let span = |service: &str, kind, id: u8, parent: Option<u8>| Span {
         resource: std::sync::Arc::new(Resource::new(Attributes::from_vec(vec![(
             "service.name".into(),
@@ -684,7 +684,7 @@ async fn delivery_retries_gives_up_and_counts() {
         Err(true),
         Ok(1),
     ];
-    let graph = Graph::new(crate::graph::GraphConfig::default(), 1);
+    let graph = Graph::new(crate::graph::GraphConfig::default().checked(), 1);
     let exporter = CloudWatchExporter::with_sink(
         &config,
         sink.clone(),

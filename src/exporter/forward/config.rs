@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::Invalid;
+use crate::validate::{Invalid, Valid};
 
 /// Most gateways an agent spreads traces over; bounds the per-gateway
 /// queues, tasks and metric series.
@@ -88,9 +88,30 @@ impl ForwardConfig {
         !self.endpoints.is_empty() || !self.dns.is_empty()
     }
 
+    /// The section checked as `Config::validate` checks it; panics naming
+    /// the problems (tests).
+    #[cfg(test)]
+    pub(crate) fn checked(self) -> Valid<Self> {
+        crate::validate::section(|problems| self.validate("exporters.forward", true, problems))
+            .unwrap_or_else(|problems| panic!("invalid ForwardConfig: {problems:?}"))
+    }
+
     /// Checks the settings; `agent` says whether forwarding is in use, which
     /// makes a gateway source mandatory.
-    pub(crate) fn validate(&self, prefix: &str, agent: bool, invalid: &mut Vec<Invalid>) {
+    ///
+    /// Returns the section as `start` takes it when no rule is broken.
+    pub fn validate(
+        &self,
+        prefix: &str,
+        agent: bool,
+        invalid: &mut Vec<Invalid>,
+    ) -> Option<Valid<Self>> {
+        Valid::check(self, invalid, |this, invalid| {
+            this.check(prefix, agent, invalid)
+        })
+    }
+
+    fn check(&self, prefix: &str, agent: bool, invalid: &mut Vec<Invalid>) {
         let mut push = |key: &str, reason: String| {
             invalid.push(Invalid {
                 key: format!("{prefix}.{key}"),

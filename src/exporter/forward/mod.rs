@@ -68,6 +68,7 @@ use crate::exporter::{ExporterLabels, ExporterMetrics, QueueLabels, ReasonLabels
 use crate::model::Span;
 use crate::pipeline::{ForwardReservation, ForwardTarget, Reserving};
 use crate::receiver::Refusal;
+use crate::validate::Valid;
 use client::GatewayClient;
 use gateway::{Gateway, Sender};
 use rendezvous::trace_hash;
@@ -509,13 +510,13 @@ impl Forwarder {
     /// (resolving it once first). `enqueue_timeout` is the longest a
     /// request waits for room (`pipeline.enqueue_timeout`).
     pub async fn start(
-        config: &ForwardConfig,
+        config: &Valid<ForwardConfig>,
         enqueue_timeout: Duration,
         registry: &mut Registry,
         exporter_metrics: &ExporterMetrics,
     ) -> Result<Self, ForwardError> {
         let shared = Arc::new(Shared {
-            config: config.clone(),
+            config: config.get().clone(),
             retire_grace: enqueue_timeout * 2 + Duration::from_secs(1),
             members: RwLock::new(Arc::new(Members {
                 gateways: Vec::new(),

@@ -84,12 +84,12 @@ impl TestGateway {
             workers: 1,
             ..PipelineConfig::default()
         };
-        let pipeline = Pipeline::start(&config, &factory, &mut registry);
+        let pipeline = Pipeline::start(&config.clone().checked(), &factory, &mut registry);
         let service = Scripted {
             script: Arc::default(),
             calls: Arc::default(),
             inner: OtlpGrpcService::new(
-                &OtlpGrpcConfig::default(),
+                &OtlpGrpcConfig::default().checked(),
                 Arc::new(pipeline.handle()),
                 ReceiverMetrics::register(&mut registry),
             ),
@@ -159,7 +159,7 @@ async fn start(config: &ForwardConfig) -> Forwarder {
     let mut registry = Registry::default();
     let exporter_metrics = ExporterMetrics::register(&mut registry);
     Forwarder::start(
-        config,
+        &config.clone().checked(),
         Duration::from_millis(100),
         &mut registry,
         &exporter_metrics,

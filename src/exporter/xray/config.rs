@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::segment::TranslateConfig;
 use crate::exporter::aws::{AwsTarget, RetryPolicy, check_settings};
-use crate::validate::Invalid;
+use crate::validate::{Invalid, Valid};
 
 /// PutTraceSegments takes at most this many documents per call.
 pub const MAX_BATCH_SIZE: usize = 50;
@@ -102,7 +102,13 @@ impl XrayConfig {
 
     /// Appends every broken rule under `prefix` (such as `exporters.xray`).
     /// Checked whether or not the exporter is enabled, so typos fail early.
-    pub(crate) fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
+    ///
+    /// Returns the section as `start` takes it when no rule is broken.
+    pub fn validate(&self, prefix: &str, invalid: &mut Vec<Invalid>) -> Option<Valid<Self>> {
+        Valid::check(self, invalid, |this, invalid| this.check(prefix, invalid))
+    }
+
+    fn check(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
         let mut fail = |key: &str, reason: String| {
             invalid.push(Invalid {
                 key: format!("{prefix}.{key}"),

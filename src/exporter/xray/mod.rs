@@ -39,6 +39,7 @@ use segment::TranslateConfig;
 use crate::exporter::{ExportReport, ExporterCounters, ExporterMetrics, join_by, reason};
 use crate::model::{Span, SpanId};
 use crate::pipeline::{AdmissionGate, SpanConsumer};
+use crate::validate::Valid;
 
 /// The `exporter` label value of this exporter's series.
 pub const EXPORTER: &str = "xray";
@@ -297,7 +298,7 @@ impl XrayExporter {
     /// Resolves region and credentials through the AWS SDK's default chain
     /// (and `role_arn`), then starts the sender task.
     pub async fn start(
-        config: &XrayConfig,
+        config: &Valid<XrayConfig>,
         metrics: &Arc<ExporterMetrics>,
     ) -> Result<Self, XrayError> {
         let client = client::SdkClient::connect(config).await?;
