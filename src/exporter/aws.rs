@@ -13,6 +13,8 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_config::timeout::TimeoutConfig;
 use tokio::time::Instant;
 
+use super::backoff::Backoff;
+
 /// Where and how an exporter reaches AWS.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AwsTarget<'a> {
@@ -78,27 +80,11 @@ impl AwsTarget<'_> {
     }
 }
 
-/// Exponential back-off with jitter, and the attempt bound.
+/// The attempt bound and the back-off between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RetryPolicy {
     pub(crate) max_retries: u32,
-    pub(crate) initial: Duration,
-    pub(crate) max: Duration,
-}
-
-impl RetryPolicy {
-    /// The wait before retry `retry` (1 for the first): a ceiling of
-    /// `initial · 2^(retry-1)`, capped at `max`, of which the upper half is
-    /// random ("equal jitter"), so that batches throttled together spread
-    /// out but none retries at once.
-    pub(crate) fn backoff(&self, retry: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(retry.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        let ceiling = self.initial.saturating_mul(factor).min(self.max);
-        let half = ceiling / 2;
-        half + half.mul_f64(fastrand::f64())
-    }
+    pub(crate) backoff: Backoff,
 }
 
 /// Rate-limits a warning that could repeat for every batch of an outage.
@@ -167,10 +153,10 @@ pub(crate) fn check_settings(
     if retry.max_retries > 100 {
         fail("max_retries", "must be at most 100".into());
     }
-    if retry.initial.is_zero() {
+    if retry.backoff.initial.is_zero() {
         fail("retry_initial_backoff", "must be greater than zero".into());
     }
-    if retry.max < retry.initial {
+    if retry.backoff.max < retry.backoff.initial {
         fail(
             "retry_max_backoff",
             "must be at least retry_initial_backoff".into(),
@@ -228,32 +214,4 @@ pub(crate) fn is_role_arn(text: &str) -> bool {
         && resource
             .strip_prefix("role/")
             .is_some_and(|name| !name.is_empty())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_stays_within_its_bounds() {
-        let policy = RetryPolicy {
-            max_retries: 10,
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-        };
-        for retry in 1..=40 {
-            let ceiling = Duration::from_millis(100)
-                .saturating_mul(1u32.checked_shl(retry - 1).unwrap_or(u32::MAX))
-                .min(Duration::from_secs(5));
-            for _ in 0..200 {
-                let wait = policy.backoff(retry);
-                assert!(
-                    wait >= ceiling / 2 && wait <= ceiling,
-                    "retry {retry}: {wait:?} outside {:?}..={ceiling:?}",
-                    ceiling / 2
-                );
-            }
-        }
-        assert!(policy.backoff(30) >= Duration::from_millis(2500));
-    }
 }

@@ -4,6 +4,7 @@
 //! told apart by the `exporter` label, so one dashboard panel covers them all.
 
 pub(crate) mod aws;
+pub mod backoff;
 pub mod cloudwatch;
 pub mod forward;
 pub mod prometheus;

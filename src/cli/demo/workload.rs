@@ -190,28 +190,20 @@ impl Op {
     }
 }
 
-/// A small, seedable generator (SplitMix64): the demo needs plausible
-/// numbers, not cryptographic ones, and the crate has no `rand`.
+/// The demo's draws over a seeded `fastrand` generator: plausible numbers
+/// (chances, picks, log-normal latencies), reproducible from one seed.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct Rng(fastrand::Rng);
 
 impl Rng {
     /// A generator; equal seeds give equal sequences.
     pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        Self(fastrand::Rng::with_seed(seed))
     }
 
     /// Uniform in [0, 1).
     fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.f64()
     }
 
     fn chance(&mut self, probability: f64) -> bool {
@@ -220,7 +212,7 @@ impl Rng {
 
     /// Uniform in [0, n).
     fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
+        self.0.u64(..n)
     }
 
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {

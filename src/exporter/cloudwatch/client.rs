@@ -353,7 +353,7 @@ impl<S: Sink> Sender<S> {
             retries += 1;
             counters.retries.inc_by(items);
             tracing::debug!(exporter = self.queue.label(), retry = retries, error = %err, "cloudwatch retry");
-            tokio::time::sleep(self.retry.backoff(retries)).await;
+            tokio::time::sleep(self.retry.backoff.delay(retries, None)).await;
         }
     }
 

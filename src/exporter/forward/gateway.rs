@@ -20,8 +20,9 @@ use tokio::time::Instant;
 use super::client::GatewayClient;
 use super::encode::Batch;
 use super::rendezvous::{self, trace_hash};
-use super::retry::{Attempt, Backoff, Jitter, Outcome, failure};
+use super::retry::{Attempt, Outcome, failure};
 use super::{Members, Shared, drop_reason};
+use crate::exporter::backoff::Backoff;
 use crate::model::Span;
 
 /// How often an idle sender re-checks during shutdown whether every
@@ -170,7 +171,6 @@ pub(super) struct Sender {
     shared: Arc<Shared>,
     client: GatewayClient,
     backoff: Backoff,
-    jitter: Jitter,
     /// Consecutive failures to reach the gateway, for probe spacing.
     failures: u32,
     /// While down: when the gateway may be tried again.
@@ -189,7 +189,6 @@ impl Sender {
                 initial: config.initial_backoff,
                 max: config.max_backoff,
             },
-            jitter: Jitter::new(gateway.seed),
             failures: 0,
             next_probe: Instant::now(),
             warned_exhausted: false,
@@ -354,7 +353,7 @@ impl Sender {
                 self.finish(spans.len());
                 return;
             }
-            let delay = self.backoff.delay(retries, retry_info, self.jitter.draw());
+            let delay = self.backoff.delay(retries, retry_info);
             if !self.rest(delay).await {
                 metrics
                     .dropped(drop_reason::SHUTDOWN)
@@ -436,8 +435,7 @@ impl Sender {
             // It answers but is not taking spans (busy, shutting down).
             Outcome::Retry { .. } | Outcome::Permanent => {
                 self.failures += 1;
-                self.next_probe =
-                    Instant::now() + self.backoff.delay(self.failures, None, self.jitter.draw());
+                self.next_probe = Instant::now() + self.backoff.delay(self.failures, None);
             }
         }
     }
@@ -449,8 +447,7 @@ impl Sender {
 
     fn unreachable(&mut self, attempt: &Attempt) {
         self.failures = self.failures.saturating_add(1);
-        self.next_probe =
-            Instant::now() + self.backoff.delay(self.failures, None, self.jitter.draw());
+        self.next_probe = Instant::now() + self.backoff.delay(self.failures, None);
         if self.gateway.is_up()
             && let Attempt::Status(status) = attempt
         {

@@ -110,111 +110,12 @@ impl Outcome {
     }
 }
 
-/// Exponential backoff with jitter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// Before the first retry (before jitter).
-    pub initial: Duration,
-    /// The ceiling, also applied to a gateway's `RetryInfo` delay.
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// Delay before retry number `retry` (1 for the first): the gateway's
-    /// `RetryInfo` delay when it sent one, else `initial · 2^(retry-1)`
-    /// with "equal jitter" (a uniform draw from its upper half, so agents
-    /// that failed together do not retry together yet every wait is at
-    /// least half the nominal one); never above `max`. `jitter` is in
-    /// `[0, 1)`.
-    pub fn delay(&self, retry: u32, retry_info: Option<Duration>, jitter: f64) -> Duration {
-        if let Some(after) = retry_info {
-            return after.min(self.max);
-        }
-        let exponent = retry.saturating_sub(1).min(31);
-        let nominal = self.initial.saturating_mul(1 << exponent).min(self.max);
-        nominal.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-    }
-}
-
-/// A small, fast generator for jitter (splitmix64); not for secrets.
-#[derive(Debug, Clone)]
-pub struct Jitter(u64);
-
-impl Jitter {
-    /// Seeded from `seed` and the clock, so agents started together differ.
-    pub fn new(seed: u64) -> Self {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Self(seed ^ now ^ u64::from(std::process::id()).rotate_left(32))
-    }
-
-    /// The next draw in `[0, 1)`.
-    pub fn draw(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess;
     use tonic_types::ErrorDetails;
 
     use super::*;
-
-    const BACKOFF: Backoff = Backoff {
-        initial: Duration::from_millis(100),
-        max: Duration::from_secs(5),
-    };
-
-    #[test]
-    fn backoff_doubles_within_jitter_bounds_and_is_capped() {
-        let mut jitter = Jitter::new(7);
-        for retry in 1..=40u32 {
-            let nominal = Duration::from_millis(100)
-                .saturating_mul(1 << (retry - 1).min(31))
-                .min(Duration::from_secs(5));
-            for _ in 0..200 {
-                let delay = BACKOFF.delay(retry, None, jitter.draw());
-                assert!(
-                    delay >= nominal / 2 && delay <= nominal,
-                    "{retry}: {delay:?}"
-                );
-                assert!(delay <= BACKOFF.max);
-            }
-        }
-        assert_eq!(BACKOFF.delay(1, None, 0.0), Duration::from_millis(50));
-        let near_top = BACKOFF.delay(3, None, 0.999_999_9);
-        assert!(near_top > Duration::from_millis(399) && near_top <= Duration::from_millis(400));
-        assert_eq!(
-            BACKOFF.delay(u32::MAX, None, 0.0),
-            Duration::from_millis(2500)
-        );
-    }
-
-    #[test]
-    fn retry_info_is_honoured_up_to_the_ceiling() {
-        let one = Some(Duration::from_secs(1));
-        assert_eq!(BACKOFF.delay(1, one, 0.3), Duration::from_secs(1));
-        assert_eq!(
-            BACKOFF.delay(1, Some(Duration::from_secs(60)), 0.3),
-            Duration::from_secs(5)
-        );
-    }
-
-    #[test]
-    fn jitter_is_uniform_enough() {
-        let mut jitter = Jitter::new(1);
-        let draws: Vec<f64> = (0..10_000).map(|_| jitter.draw()).collect();
-        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
-        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
-        assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
-    }
 
     fn status(code: Code, retry: Option<Duration>) -> Attempt {
         Attempt::Status(match retry {

@@ -292,7 +292,7 @@ async fn send_batch<C: PutSegments>(
         retries += 1;
         tracing::debug!(exporter = EXPORTER, retry = retries, reason = %why, "x-ray retry");
         counters.retries.inc_by(span_count(&pending));
-        tokio::time::sleep(retry.backoff(retries)).await;
+        tokio::time::sleep(retry.backoff.delay(retries, None)).await;
     }
 }
 

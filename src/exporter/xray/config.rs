@@ -95,8 +95,10 @@ impl XrayConfig {
     pub(crate) fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             max_retries: self.max_retries,
-            initial: self.retry_initial_backoff,
-            max: self.retry_max_backoff,
+            backoff: crate::exporter::backoff::Backoff {
+                initial: self.retry_initial_backoff,
+                max: self.retry_max_backoff,
+            },
         }
     }
 
