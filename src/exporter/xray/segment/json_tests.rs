@@ -97,3 +97,65 @@ fn numbers_and_times() {
     assert!(json_string(&numbers).is_err());
     assert!(json_string(&b"raw"[..].to_vec()).is_ok());
 }
+
+/// Strings heavy in what needs escaping: quotes, backslashes, control
+/// characters, DEL and multi-byte characters, around the 8-byte steps.
+fn awkward_text() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![any::<String>(), r#"["\\\x00-\x1f\x7f a-zé東😀]{0,24}"#]
+}
+
+/// Any JSON value: nested arrays and objects of strings, integers of both
+/// signs, finite floats (JSON has no others), bools and null.
+fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        awkward_text().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 64, 8, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+            proptest::collection::vec((awkward_text(), inner), 0..8)
+                .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+        ]
+    })
+}
+
+/// Undoes [`Output::Escaped`] once: each backslash escapes the byte after
+/// it, as `unescaped_len` counts them.
+fn unescape_once(escaped: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(escaped.len());
+    let mut bytes = escaped.iter();
+    while let Some(&byte) = bytes.next() {
+        plain.push(if byte == b'\\' {
+            *bytes.next().expect("an escape is a pair")
+        } else {
+            byte
+        });
+    }
+    plain
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_value_reads_back_as_serde_json_writes_it(value in any_json()) {
+        let ours = json_string(&value).unwrap();
+        let theirs = serde_json::to_string(&value).unwrap();
+        let read = |json: &str| serde_json::from_str::<Value>(json).unwrap();
+        proptest::prop_assert_eq!(read(&ours), read(&theirs));
+        // The request body's form: the same document once unescaped.
+        let mut escaped = Vec::new();
+        write_json_as(&mut escaped, &value, Output::Escaped).unwrap();
+        proptest::prop_assert_eq!(String::from_utf8(unescape_once(&escaped)).unwrap(), ours.as_str());
+        proptest::prop_assert!(
+            crate::exporter::xray::segment::unescaped_len(&escaped) >= ours.len()
+        );
+    }
+}
