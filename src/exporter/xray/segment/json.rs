@@ -55,6 +55,19 @@ pub(super) fn write_json_as<T: Serialize + ?Sized>(
     })
 }
 
+/// `value` as the segment writer writes it, plain or `escaped` for the
+/// request body; false if it cannot. For the comparison with serde_json in
+/// `benches/xray.rs` only.
+#[doc(hidden)]
+pub fn write_for_bench<T: Serialize + ?Sized>(value: &T, escaped: bool, out: &mut Vec<u8>) -> bool {
+    let output = if escaped {
+        Output::Escaped
+    } else {
+        Output::Plain
+    };
+    write_json_as(out, value, output).is_ok()
+}
+
 pub(super) fn json_string<T: Serialize + ?Sized>(value: &T) -> Result<String, JsonError> {
     let mut out = Vec::new();
     write_json(&mut out, value)?;

@@ -44,6 +44,8 @@ use cause::make_cause;
 use document::{Ascii, Document, Metadata, Service, hex_id, hex_into, micros};
 use http::make_http;
 use json::Output;
+#[doc(hidden)]
+pub use json::write_for_bench;
 use limits::encode;
 pub(crate) use limits::unescaped_len;
 use name::name;
