@@ -36,7 +36,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Span, SpanKind, StatusCode};
 use annotations::annotations_and_metadata;
 use attrs::{Attrs, Field, Used, span_field};
 use aws::{add_resource_aws, aws_origin, make_span_aws};
@@ -51,6 +50,8 @@ pub(crate) use limits::unescaped_len;
 use name::name;
 use resource::{indexes_resource, with_resource};
 use sql::make_sql;
+
+use crate::model::{Span, SpanKind, StatusCode};
 
 /// Which trace ids are translated.
 ///

@@ -10,6 +10,8 @@ use super::document::{JsonRef, MetaKey, RESOURCE_PREFIX};
 use super::json::{Output, write_json_as};
 use crate::model::Resource;
 
+/// Whether resource attributes may become annotations: then the cached
+/// rendering, all metadata, does not fit.
 pub(super) fn indexes_resource(config: &TranslateConfig) -> bool {
     config.index_all_attributes
         || config
