@@ -1,5 +1,14 @@
 //! The JSON writer: a small serde `Serializer` for the document tree,
 //! writing plain JSON or JSON escaped once more for the request body.
+//!
+//! Why not serde_json: the exporter sends the escaped form, which serde_json
+//! can only make in two passes (the document, then that text as a string).
+//! `cargo bench --bench xray` (`xray_writer`, the bench's 512 documents as
+//! `serde_json::Value`s, 2 shared cores): escaped, this writer 458 µs
+//! against serde_json's 867 µs; plain, 449 µs against 377 µs (on `Value`s
+//! its float formatting and key escaping count, not its raw field names and
+//! integer times). Translating all 512 takes 738 µs, so the one-pass escaped
+//! form is what keeps it.
 
 use std::fmt;
 use std::ops::Range;
