@@ -8,6 +8,11 @@
 //! resource metadata included), HTTP CLIENT calls and database CLIENT calls
 //! in equal parts, and one span in 16 a failing HTTP SERVER span with a
 //! Java exception event. Each kind is also measured alone.
+//!
+//! `xray_writer` times the segment writer against serde_json on the same
+//! 512 documents (read back into `serde_json::Value`s), plain and escaped
+//! for the request body, to show whether the hand-written writer still
+//! pays for itself.
 //! Run: `cargo bench --bench xray`.
 
 use std::hint::black_box;
@@ -21,7 +26,9 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, Key
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{self as otlp, ResourceSpans, ScopeSpans, Status};
 use prost::Message;
-use tracemap::exporter::xray::segment::{TranslateConfig, translate, translate_escaped_into};
+use tracemap::exporter::xray::segment::{
+    TranslateConfig, translate, translate_escaped_into, write_for_bench,
+};
 use tracemap::model::Span;
 use tracemap::receiver::otlp_proto;
 
@@ -256,6 +263,53 @@ fn bench(c: &mut Criterion) {
     translate_all(&mut group, "translate_index_all", &all, &index_all);
     for (label, spans) in KINDS.iter().zip(&by_kind) {
         translate_all(&mut group, label, spans, &config);
+    }
+    group.finish();
+
+    let documents: Vec<serde_json::Value> = all
+        .iter()
+        .map(|span| {
+            let json = translate(span, &config, now).expect("translated");
+            serde_json::from_str(&json).expect("valid JSON")
+        })
+        .collect();
+    compare_writers(c, &documents);
+}
+
+/// The same documents through the segment writer and through serde_json;
+/// serde_json's escaped form is the plain document written again as a
+/// JSON string, as it would be without the writer's escaped output.
+fn compare_writers(c: &mut Criterion, documents: &[serde_json::Value]) {
+    let mut group = c.benchmark_group("xray_writer");
+    group.throughput(Throughput::Elements(documents.len() as u64));
+    let (mut out, mut plain) = (Vec::new(), Vec::new());
+    for escaped in [false, true] {
+        let form = if escaped { "escaped" } else { "plain" };
+        group.bench_function(format!("handwritten_{form}"), |b| {
+            b.iter(|| {
+                for document in documents {
+                    out.clear();
+                    black_box(write_for_bench(black_box(document), escaped, &mut out));
+                    black_box(&out);
+                }
+            })
+        });
+        group.bench_function(format!("serde_json_{form}"), |b| {
+            b.iter(|| {
+                for document in documents {
+                    out.clear();
+                    if escaped {
+                        plain.clear();
+                        serde_json::to_writer(&mut plain, black_box(document)).expect("written");
+                        let text = std::str::from_utf8(&plain).expect("UTF-8");
+                        serde_json::to_writer(&mut out, text).expect("written");
+                    } else {
+                        serde_json::to_writer(&mut out, black_box(document)).expect("written");
+                    }
+                    black_box(&out);
+                }
+            })
+        });
     }
     group.finish();
 }
