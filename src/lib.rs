@@ -2,41 +2,48 @@
 //!
 //! # Architecture
 //!
-//! Spans flow one way, and each stage has one module:
+//! Spans flow one way, and each stage has one module. A module imports only
+//! from its own layer or an earlier one, in this order (checked by
+//! `scripts/check-layers.py`):
 //!
 //! ```text
-//!  OTel SDKs ──OTLP/gRPC──┐
-//!            ──OTLP/HTTP──┴─► receiver ─► pipeline (bounded, sharded by trace id) ─► consumers
-//!                             (decode to                                             (service graph,
-//!                              lean spans)                                            span metrics, exporters)
+//!  leaf types ─► receiver ─► pipeline ─► graph ─► exporter ─► store ─► web ─► config ─► app
+//!  (validate, model)  (decode to   (bounded, sharded  (pairing, edges,  (X-Ray, CloudWatch,
+//!                      lean spans)  by trace id)       span metrics)     Prometheus, forward)
 //! ```
 //!
-//! - [`receiver`] parses OTLP protobuf and JSON into the lean [`model::Span`],
-//!   rejecting invalid ids through OTLP `partial_success`.
-//! - [`pipeline`] routes spans by a hash of their trace id to per-shard
-//!   workers through bounded queues; when full, receivers refuse with
-//!   UNAVAILABLE / 503 so clients retry.
-//! - [`graph`] pairs halves into edges and keeps per-minute statistics in
-//!   memory for `graph.retention`; [`store`] persists those minutes in an
-//!   embedded SQLite file (written off the pipeline by one thread), and
-//!   [`store::History`] answers windows across memory and the store.
+//! - [`validate`] is the config-problem type every component reports with,
+//!   and [`validate::Valid`], the checked section a component starts from.
+//! - [`model`] holds the proto-free types: ids, the lean [`model::Span`], attributes.
+//! - [`receiver`] parses OTLP protobuf and JSON into lean spans, rejecting
+//!   invalid ids through OTLP `partial_success`, and hands them to a
+//!   [`receiver::SpanSink`].
+//! - [`pipeline`] is that sink: it routes spans by a hash of their trace id
+//!   to per-shard workers through bounded queues; when full, receivers
+//!   refuse with UNAVAILABLE / 503 so clients retry. It owns the traits its
+//!   consumers implement ([`pipeline::SpanConsumer`], [`pipeline::ForwardTarget`]).
+//! - [`graph`] pairs halves into edges and keeps per-minute statistics and
+//!   span metrics in memory for `graph.retention`.
 //! - [`exporter`] turns spans and the graph into outside formats: Prometheus
-//!   series, and X-Ray segment documents sent through a bounded queue with
-//!   batching and retries ([`exporter::xray`]), and each minute of the graph
-//!   as CloudWatch metrics, EMF log events or PutMetricData
-//!   ([`exporter::cloudwatch`]); in agent mode (`mode: agent`)
-//!   [`exporter::forward`] sends every span to a gateway chosen by a
-//!   rendezvous hash of its trace id, so both halves of every call meet in
-//!   one gateway's graph.
-//! - [`web`] serves the graph, series and diff APIs, `/healthz`, `/readyz`,
-//!   Prometheus `/metrics`, and the web map at `/` ([`web::ui`]: a page
-//!   compiled into the binary from `web/`, drawn with vendored Cytoscape.js).
-//! - [`app`] wires the stages and owns the staged, deadline-bound shutdown.
-//! - [`config`] is the YAML file, `TRACEMAP_*` overrides and validation.
-//! - [`map`] is `tracemap map`, the terminal client of the graph API.
-//! - [`loadgen`] is `tracemap loadgen`, benchmark OTLP/gRPC load from pre-encoded traces.
-//! - [`demo`] is `tracemap demo`: ten simulated services, instrumented with the
-//!   OpenTelemetry SDK, send traces to the collector so a map appears in seconds.
+//!   series, X-Ray segment documents ([`exporter::xray`]), CloudWatch EMF log
+//!   events or PutMetricData ([`exporter::cloudwatch`]), and in agent mode
+//!   OTLP to a gateway chosen by a rendezvous hash of the trace id
+//!   ([`exporter::forward`]), so both halves of every call meet in one
+//!   gateway's graph.
+//! - [`store`] persists closed minutes in an embedded SQLite file (written
+//!   off the pipeline by one thread), and [`store::History`] answers windows
+//!   across memory and the store.
+//! - [`web`] serves the graph, series and diff APIs as typed documents
+//!   ([`web::document`]), `/healthz`, `/readyz`, Prometheus `/metrics`, and
+//!   the web map at `/` ([`web::ui`]: a page compiled into the binary from
+//!   `web/`, drawn with vendored Cytoscape.js).
+//! - [`config`] is the YAML file, `TRACEMAP_*` overrides and validation into
+//!   [`config::ValidConfig`]; [`telemetry`] sets up logging.
+//! - [`app`] builds every component from a valid config and owns the staged,
+//!   deadline-bound shutdown.
+//!
+//! The command-line clients (`tracemap demo`, `loadgen`, `map`) live in the
+//! binary's `src/cli/`, never in this library.
 
 pub mod app;
 pub mod config;
