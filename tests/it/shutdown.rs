@@ -1,7 +1,7 @@
 //! SIGTERM during traffic: receivers stop, queues drain, exit 0, and every
 //! acknowledged span was processed.
 
-mod common;
+use crate::support as common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

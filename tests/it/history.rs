@@ -2,7 +2,7 @@
 //! and a restart on the same data directory, and a corrupt database leaves
 //! the collector running in memory-only mode with the degraded metric set.
 
-mod common;
+use crate::support as common;
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -4,7 +4,7 @@
 //! fixtures' README lists for tracemap, including where tracemap
 //! deliberately differs (no `unknown` virtual server).
 
-mod common;
+use crate::support as common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

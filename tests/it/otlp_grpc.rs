@@ -1,6 +1,6 @@
 //! OTLP/gRPC against the real binary: gzip, partial success, bad input.
 
-mod common;
+use crate::support as common;
 
 use common::{Collector, request, spans};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;

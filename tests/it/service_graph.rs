@@ -2,7 +2,7 @@
 //! OpenTelemetry Python SDK (fixed timestamps), checked through every view
 //! of the graph: JSON, Jaeger dependencies, Prometheus, DOT and Mermaid.
 
-mod common;
+use crate::support as common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -1,8 +1,6 @@
 //! Shared test support: the real `tracemap` binary on ephemeral ports,
 //! metric scraping, and OTLP request builders.
 
-#![allow(dead_code)] // each test file uses a different part
-
 pub mod moto;
 
 use std::io::{BufRead, BufReader};
@@ -188,11 +186,6 @@ impl Collector {
             .status()
             .expect("run kill");
         assert!(status.success());
-    }
-
-    /// The exit status, if the process has exited.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().expect("try_wait")
     }
 
     /// Waits for the process to exit, at most `timeout`.

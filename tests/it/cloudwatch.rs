@@ -4,7 +4,7 @@
 //! (GetLogEvents for EMF; GetMetricStatistics for PutMetricData) must
 //! equal what `/api/v1/graph` shows for the same window.
 
-mod common;
+use crate::support as common;
 
 use std::collections::BTreeMap;
 use std::process::Command;

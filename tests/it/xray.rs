@@ -9,7 +9,7 @@
 //!   refuse (backpressure) or, without it, overflows the bounded queue,
 //!   which drops and counts; SIGTERM flushes the queue.
 
-mod common;
+use crate::support as common;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! loads under `/assets/`, with their types and a content security policy.
 //! What the page draws is checked in a real browser by `tests/browser/`.
 
-mod common;
+use crate::support as common;
 
 use common::Collector;
 

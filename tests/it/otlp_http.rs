@@ -1,6 +1,6 @@
 //! OTLP/HTTP against the real binary: encodings, compression, bad input.
 
-mod common;
+use crate::support as common;
 
 use std::io::Write as _;
 

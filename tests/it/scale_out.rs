@@ -12,7 +12,7 @@
 //! (its traces fail over to their next gateway), phase 3 after it is back
 //! (its traces return to it).
 
-mod common;
+use crate::support as common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

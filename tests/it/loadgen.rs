@@ -2,7 +2,7 @@
 //! against the real collector, its summary checked against the collector's
 //! own count of accepted spans.
 
-mod common;
+use crate::support as common;
 
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 //! the single worker so the queue fills deterministically (a racing load
 //! test cannot promise that the one-slot queue is ever full).
 
-mod common;
+use crate::support as common;
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};

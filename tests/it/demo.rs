@@ -2,7 +2,7 @@
 //! OTLP/gRPC from the OpenTelemetry SDK, the map shows the shop's topology,
 //! and the process stops cleanly by itself or on Ctrl-C, losing no span.
 
-mod common;
+use crate::support as common;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The real OpenTelemetry Python SDK sends to tracemap over gRPC and
 //! HTTP/protobuf; `/metrics` counts exactly what it sent.
 
-mod common;
+use crate::support as common;
 
 use std::process::Command;
 

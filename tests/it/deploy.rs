@@ -16,7 +16,7 @@
 //! `TRACEMAP_TEST_KUBERNETES_VALIDATE` (scripts/test.sh installs both,
 //! pinned); without them those tests skip loudly, and fail under CI.
 
-mod common;
+use crate::support as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
