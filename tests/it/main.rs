@@ -11,6 +11,7 @@ mod cloudwatch_dashboard;
 mod conformance;
 mod demo;
 mod deploy;
+mod faults;
 mod history;
 mod loadgen;
 mod otlp_grpc;

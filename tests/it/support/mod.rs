@@ -1,6 +1,7 @@
 //! Shared test support: the real `tracemap` binary on ephemeral ports,
 //! metric scraping, and OTLP request builders.
 
+pub mod fault_proxy;
 pub mod moto;
 
 use std::io::{BufRead, BufReader};
