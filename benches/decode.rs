@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 use tracemap::model::{
     AttributeValue, Attributes, Event, Resource, Span, SpanId, SpanKind, StatusCode, TraceId,
 };
-use tracemap::receiver::{Decoded, InvalidId, otlp_json, otlp_proto};
+use tracemap::receiver::decode::{json as otlp_json, proto as otlp_proto};
+use tracemap::receiver::{Decoded, InvalidId};
 
 const SPANS: u64 = 512;
 

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message;
 use tracemap::graph::{Graph, GraphConfig};
 use tracemap::pipeline::SpanConsumer;
-use tracemap::receiver::otlp_proto;
+use tracemap::receiver::decode::proto as otlp_proto;
 
 const TRACES: u64 = 128;
 

@@ -23,7 +23,7 @@ use opentelemetry_proto::tonic::trace::v1::{self as otlp, ResourceSpans, ScopeSp
 use prost::Message;
 use tracemap::exporter::xray::segment::{TranslateConfig, translate, translate_escaped_into};
 use tracemap::model::Span;
-use tracemap::receiver::otlp_proto;
+use tracemap::receiver::decode::proto as otlp_proto;
 
 // As in the binary: the allocator is part of the per-span cost.
 #[global_allocator]

@@ -49,6 +49,8 @@ pub mod graph;
 pub mod loadgen;
 pub mod map;
 pub mod model;
+/// The OTLP protobuf wire format: field numbers, zero-copy reader, writer.
+pub mod otlp;
 pub mod pipeline;
 pub mod receiver;
 pub mod shutdown;

@@ -35,6 +35,8 @@ use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, En
 use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
+use crate::otlp::read::{RECURSION_LIMIT, ReadError, Reader};
+use crate::otlp::tag::{self, WireType};
 use crate::receiver::otlp_grpc::EXPORT_PATH;
 
 /// Longest a single export may take before it counts as DEADLINE_EXCEEDED.
@@ -837,25 +839,25 @@ impl Pool {
 /// The generator's own encoding is not what the offset walk expects (a bug).
 #[derive(Debug, thiserror::Error)]
 enum FramingError {
-    #[error("bad varint: {0}")]
-    Varint(#[from] prost::DecodeError),
+    #[error("bad framing: {0}")]
+    Wire(#[from] ReadError),
     #[error("{0}")]
     Shape(&'static str),
 }
 
 /// Offsets of the high eight bytes of every span's trace id in an encoded
 /// `ExportTraceServiceRequest`, found by walking the protobuf framing:
-/// request.resource_spans(1) → scope_spans(2) → spans(2) → trace_id(1).
+/// request.resource_spans → scope_spans → spans → trace_id.
 fn trace_id_offsets(buf: &[u8]) -> Result<Vec<u32>, FramingError> {
     let mut offsets = Vec::new();
-    for (rs_start, rs_end) in fields(buf, 0, buf.len(), 1)? {
-        for (ss_start, ss_end) in fields(buf, rs_start, rs_end, 2)? {
-            for (span_start, span_end) in fields(buf, ss_start, ss_end, 2)? {
-                for (id_start, id_end) in fields(buf, span_start, span_end, 1)? {
-                    if id_end - id_start != 16 {
+    for resource_spans in fields(Reader::new(buf), tag::REQUEST_RESOURCE_SPANS)? {
+        for scope_spans in fields(resource_spans, tag::RESOURCE_SPANS_SCOPE_SPANS)? {
+            for span in fields(scope_spans, tag::SCOPE_SPANS_SPANS)? {
+                for trace_id in fields(span, tag::SPAN_TRACE_ID)? {
+                    if trace_id.rest().len() != 16 {
                         return Err(FramingError::Shape("trace id is not 16 bytes"));
                     }
-                    let offset = u32::try_from(id_start)
+                    let offset = u32::try_from(trace_id.pos())
                         .map_err(|_| FramingError::Shape("request over 4 GiB"))?;
                     offsets.push(offset);
                 }
@@ -865,42 +867,16 @@ fn trace_id_offsets(buf: &[u8]) -> Result<Vec<u32>, FramingError> {
     Ok(offsets)
 }
 
-/// The length-delimited fields numbered `wanted` in the message at
-/// `buf[start..end]`, as `(value_start, value_end)`.
-fn fields(
-    buf: &[u8],
-    start: usize,
-    end: usize,
-    wanted: u64,
-) -> Result<Vec<(usize, usize)>, FramingError> {
-    let truncated = || FramingError::Shape("truncated field");
+/// The length-delimited fields numbered `wanted` in `message`, as readers
+/// whose offsets are those of the whole request.
+fn fields(mut message: Reader<'_>, wanted: u32) -> Result<Vec<Reader<'_>>, ReadError> {
     let mut found = Vec::new();
-    let mut pos = start;
-    // Each pass consumes at least the one-byte key, so this ends.
-    while pos < end {
-        let mut rest = &buf[pos..end];
-        let key = prost::encoding::decode_varint(&mut rest)?;
-        let (field, wire_type) = (key >> 3, key & 7);
-        let value_len = match wire_type {
-            0 => {
-                prost::encoding::decode_varint(&mut rest)?;
-                0
-            }
-            1 => 8,
-            2 => usize::try_from(prost::encoding::decode_varint(&mut rest)?)
-                .map_err(|_| truncated())?,
-            5 => 4,
-            _ => return Err(FramingError::Shape("unsupported wire type")),
-        };
-        let value_start = end - rest.len();
-        let value_end = value_start.checked_add(value_len).ok_or_else(truncated)?;
-        if value_end > end {
-            return Err(truncated());
+    while let Some((_, field, wire_type)) = message.next_key()? {
+        if field == wanted && wire_type == WireType::LengthDelimited {
+            found.push(message.nested("loadgen field", wire_type)?);
+        } else {
+            message.skip(field, wire_type, RECURSION_LIMIT)?;
         }
-        if wire_type == 2 && field == wanted {
-            found.push((value_start, value_end));
-        }
-        pos = value_end;
     }
     Ok(found)
 }

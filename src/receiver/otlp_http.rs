@@ -18,11 +18,10 @@ use axum::routing::post;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+use super::decode::proto::OtlpProtoError;
+use super::decode::{json as otlp_json, proto as otlp_proto};
 use super::otlp_grpc::export_response;
-use super::otlp_proto::OtlpProtoError;
-use super::{
-    Decoded, Ingest, PROTOCOL_HTTP, ReceiverMetrics, ingest, otlp_json, otlp_proto, reason,
-};
+use super::{Decoded, Ingest, PROTOCOL_HTTP, ReceiverMetrics, ingest, reason};
 use crate::config::Invalid;
 use crate::pipeline::{PipelineError, PipelineHandle};
 
