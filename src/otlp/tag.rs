@@ -117,3 +117,73 @@ fields! {
 pub const fn key_byte(field: u32, wire_type: WireType) -> u8 {
     (field << 3) as u8 | wire_type as u8
 }
+
+#[cfg(test)]
+mod tests {
+    use protox::prost_reflect::Kind;
+
+    use super::*;
+
+    /// The wire type protobuf gives a field of this kind.
+    fn wire_type_of(kind: &Kind, packed: bool) -> WireType {
+        if packed {
+            return WireType::LengthDelimited;
+        }
+        match kind {
+            Kind::Int32
+            | Kind::Int64
+            | Kind::Uint32
+            | Kind::Uint64
+            | Kind::Sint32
+            | Kind::Sint64
+            | Kind::Bool
+            | Kind::Enum(_) => WireType::Varint,
+            Kind::Fixed64 | Kind::Sfixed64 | Kind::Double => WireType::SixtyFourBit,
+            Kind::Fixed32 | Kind::Sfixed32 | Kind::Float => WireType::ThirtyTwoBit,
+            Kind::String | Kind::Bytes | Kind::Message(_) => WireType::LengthDelimited,
+        }
+    }
+
+    #[test]
+    fn every_field_matches_the_proto_files() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/proto");
+        let files = [
+            "opentelemetry/proto/common/v1/common.proto",
+            "opentelemetry/proto/resource/v1/resource.proto",
+            "opentelemetry/proto/trace/v1/trace.proto",
+            "opentelemetry/proto/collector/trace/v1/trace_service.proto",
+        ];
+        let pool = protox::Compiler::new([root])
+            .and_then(|mut compiler| {
+                compiler.open_files(files)?;
+                Ok(compiler.descriptor_pool())
+            })
+            .expect("proto/ parses");
+        let mut checked = 0;
+        for field in FIELDS {
+            for path in field.paths {
+                let (message, name) = path.rsplit_once('.').expect("Message.field");
+                let message = pool
+                    .get_message_by_name(message)
+                    .unwrap_or_else(|| panic!("{}: no message {message}", field.name));
+                let proto = message
+                    .get_field_by_name(name)
+                    .unwrap_or_else(|| panic!("{}: no field {path}", field.name));
+                assert_eq!(
+                    proto.number(),
+                    field.number,
+                    "{}: number of {path}",
+                    field.name
+                );
+                assert_eq!(
+                    wire_type_of(&proto.kind(), proto.is_packed()),
+                    field.wire_type,
+                    "{}: wire type of {path}",
+                    field.name
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, FIELDS.len() + 1, "list values name two fields");
+    }
+}
