@@ -4,8 +4,11 @@
 //! attributes kept in wire form, the forward encoder and loadgen all go
 //! through it.
 //!
+//! [`kit`] builds requests for tests, benches and loadgen.
+//!
 //! A leaf: nothing here imports another module of the crate.
 
+pub mod kit;
 pub mod read;
 pub mod tag;
 pub mod write;

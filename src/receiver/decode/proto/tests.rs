@@ -13,6 +13,7 @@ use prost::Message;
 
 use super::*;
 use crate::model::AttributeValue;
+use crate::otlp::kit::{self, RequestBuilder, kv, string as string_kv};
 use crate::otlp::write;
 use crate::receiver::Rejections;
 
@@ -115,39 +116,15 @@ fn reference_value(value: Option<AnyValue>) -> AttributeValue {
     }
 }
 
-pub(crate) fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-pub(crate) fn string_kv(key: &str, value: &str) -> KeyValue {
-    kv(key, any_value::Value::StringValue(value.into()))
-}
-
 pub(crate) fn request(spans: Vec<otlp::Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(OtlpResource {
-                attributes: vec![
-                    string_kv("service.name", "checkout"),
-                    string_kv("k8s.namespace.name", "shop"),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "io.opentelemetry.http".into(),
-                    ..Default::default()
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
+    let resource = kit::resource(vec![
+        string_kv("service.name", "checkout"),
+        string_kv("k8s.namespace.name", "shop"),
+    ]);
+    let scope = kit::scope("io.opentelemetry.http", "");
+    RequestBuilder::new()
+        .resource_spans(Some(resource), Some(scope), spans)
+        .build()
 }
 
 pub(crate) fn full_span() -> otlp::Span {
