@@ -10,16 +10,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource as OtlpResource;
-use opentelemetry_proto::tonic::trace::v1::{self as otlp, ResourceSpans, ScopeSpans, Status};
 use prost::Message;
 use serde_json::{Value, json};
 use tracemap::model::{
     AttributeValue, Attributes, Event, Resource, Span, SpanId, SpanKind, StatusCode, TraceId,
 };
-use tracemap::receiver::{Decoded, InvalidId, otlp_json, otlp_proto};
+use tracemap::otlp::kit::{
+    self, AnyValue, ExportTraceServiceRequest, KeyValue, RequestBuilder, SpanBuilder, any_value,
+};
+use tracemap::receiver::decode::{json as otlp_json, proto as otlp_proto};
+use tracemap::receiver::{Decoded, InvalidId};
 
 const SPANS: u64 = 512;
 
@@ -38,23 +38,7 @@ fn mix(n: u64) -> u64 {
     x ^ (x >> 31) | 1
 }
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn text(key: &str, value: &str) -> KeyValue {
-    kv(key, any_value::Value::StringValue(value.into()))
-}
-
-fn int(key: &str, value: i64) -> KeyValue {
-    kv(key, any_value::Value::IntValue(value))
-}
-
-fn span(n: u64) -> otlp::Span {
+fn span(n: u64) -> kit::Span {
     let trace = n / 4;
     let route = ROUTES[(trace % 4) as usize];
     let (method, path) = route.split_once(' ').unwrap_or(("GET", route));
@@ -64,89 +48,67 @@ fn span(n: u64) -> otlp::Span {
     let status = if trace.is_multiple_of(40) { 503 } else { 200 };
     let mut attributes = if database {
         vec![
-            text("db.system", "postgresql"),
-            text("db.namespace", "orders"),
-            text("db.operation.name", "SELECT"),
-            text(
+            kit::string("db.system", "postgresql"),
+            kit::string("db.namespace", "orders"),
+            kit::string("db.operation.name", "SELECT"),
+            kit::string(
                 "db.query.text",
                 "SELECT id, total FROM orders WHERE id = $1",
             ),
-            text("server.address", "pg.shop.svc"),
-            int("server.port", 5432),
+            kit::string("server.address", "pg.shop.svc"),
+            kit::int("server.port", 5432),
         ]
     } else {
         vec![
-            text("http.request.method", method),
-            text("url.path", &path),
-            text(
+            kit::string("http.request.method", method),
+            kit::string("url.path", &path),
+            kit::string(
                 "http.route",
                 route.split_once(' ').map_or(route, |(_, r)| r),
             ),
-            int("http.response.status_code", status),
-            text("server.address", "orders.shop.svc.cluster.local"),
-            int("server.port", 8080),
-            text("network.protocol.version", "1.1"),
+            kit::int("http.response.status_code", status),
+            kit::string("server.address", "orders.shop.svc.cluster.local"),
+            kit::int("server.port", 8080),
+            kit::string("network.protocol.version", "1.1"),
         ]
     };
     if !server && !database {
-        attributes.push(text("peer.service", "orders"));
+        attributes.push(kit::string("peer.service", "orders"));
     }
     let mut trace_id = [0u8; 16];
     trace_id[..8].copy_from_slice(&mix(trace).to_be_bytes());
     trace_id[8..].copy_from_slice(&mix(trace + SPANS).to_be_bytes());
     let start = 1_800_000_000_000_000_000 + n * 1_000_000;
-    otlp::Span {
-        trace_id: trace_id.to_vec(),
-        span_id: mix(n + 2 * SPANS).to_be_bytes().to_vec(),
-        parent_span_id: if n.is_multiple_of(4) {
-            Vec::new()
-        } else {
-            mix(n - 1 + 2 * SPANS).to_be_bytes().to_vec()
-        },
-        flags: 0x101,
-        name: if database {
-            "SELECT orders".into()
-        } else {
-            route.into()
-        },
-        kind: if server { 2 } else { 3 },
-        start_time_unix_nano: start,
-        end_time_unix_nano: start + 2_500_000 + n * 1_000,
-        attributes,
-        status: Some(Status {
-            code: if status >= 500 { 2 } else { 0 },
-            message: String::new(),
-        }),
-        ..Default::default()
-    }
+    let parent = if n.is_multiple_of(4) {
+        Vec::new()
+    } else {
+        mix(n - 1 + 2 * SPANS).to_be_bytes().to_vec()
+    };
+    SpanBuilder::new(&trace_id, &mix(n + 2 * SPANS).to_be_bytes())
+        .parent(&parent)
+        .flags(0x101)
+        .name(if database { "SELECT orders" } else { route })
+        .kind(if server { 2 } else { 3 })
+        .times(start, start + 2_500_000 + n * 1_000)
+        .attributes(attributes)
+        .status(if status >= 500 { 2 } else { 0 }, "")
+        .build()
 }
 
 fn request() -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(OtlpResource {
-                attributes: vec![
-                    text("service.name", "checkout"),
-                    text("service.version", "1.42.0"),
-                    text("telemetry.sdk.language", "java"),
-                    text("telemetry.sdk.name", "opentelemetry"),
-                    text("k8s.namespace.name", "shop"),
-                    text("k8s.pod.name", "checkout-7d9c6b5f4-x2x9q"),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "io.opentelemetry.netty-4.1".into(),
-                    version: "2.10.0".into(),
-                    ..Default::default()
-                }),
-                spans: (0..SPANS).map(span).collect(),
-                schema_url: String::new(),
-            }],
-            schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
-        }],
-    }
+    let resource = kit::resource(vec![
+        kit::string("service.name", "checkout"),
+        kit::string("service.version", "1.42.0"),
+        kit::string("telemetry.sdk.language", "java"),
+        kit::string("telemetry.sdk.name", "opentelemetry"),
+        kit::string("k8s.namespace.name", "shop"),
+        kit::string("k8s.pod.name", "checkout-7d9c6b5f4-x2x9q"),
+    ]);
+    let scope = kit::scope("io.opentelemetry.netty-4.1", "2.10.0");
+    RequestBuilder::new()
+        .resource_spans(Some(resource), Some(scope), (0..SPANS).map(span).collect())
+        .schema_url("https://opentelemetry.io/schemas/1.26.0")
+        .build()
 }
 
 /// What the receiver did before the hand decoder: prost, then a move into

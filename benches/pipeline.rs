@@ -7,29 +7,14 @@
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use tracemap::graph::{Graph, GraphConfig};
+use tracemap::otlp::kit::{self, RequestBuilder, SpanBuilder};
 use tracemap::pipeline::SpanConsumer;
-use tracemap::receiver::otlp_proto;
+use tracemap::receiver::decode::proto as otlp_proto;
 use tracemap::validate::section;
 
 const TRACES: u64 = 128;
-
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn text(key: &str, value: &str) -> KeyValue {
-    kv(key, any_value::Value::StringValue(value.into()))
-}
 
 fn span(
     trace: u64,
@@ -37,48 +22,33 @@ fn span(
     parent: u64,
     kind: i32,
     name: &str,
-    attributes: Vec<KeyValue>,
-) -> Span {
+    attributes: Vec<kit::KeyValue>,
+) -> kit::Span {
     let mut trace_id = [0u8; 16];
     trace_id[..8].copy_from_slice(&0x5b8e_fff7_9803_8103u64.to_be_bytes());
     trace_id[8..].copy_from_slice(&trace.to_be_bytes());
-    Span {
-        trace_id: trace_id.to_vec(),
-        span_id: (trace << 8 | id).to_be_bytes().to_vec(),
-        parent_span_id: if parent == 0 {
-            vec![]
-        } else {
-            (trace << 8 | parent).to_be_bytes().to_vec()
-        },
-        name: name.into(),
-        kind,
-        start_time_unix_nano: 1_800_000_000_000_000_000 + trace * 1_000_000,
-        end_time_unix_nano: 1_800_000_000_000_000_000 + trace * 1_000_000 + 2_500_000 + id * 10_000,
-        attributes,
-        status: Some(Status {
-            code: if trace.is_multiple_of(50) { 2 } else { 0 },
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let parent = if parent == 0 {
+        vec![]
+    } else {
+        (trace << 8 | parent).to_be_bytes().to_vec()
+    };
+    let start = 1_800_000_000_000_000_000 + trace * 1_000_000;
+    SpanBuilder::new(&trace_id, &(trace << 8 | id).to_be_bytes())
+        .parent(&parent)
+        .name(name)
+        .kind(kind)
+        .times(start, start + 2_500_000 + id * 10_000)
+        .attributes(attributes)
+        .status(if trace.is_multiple_of(50) { 2 } else { 0 }, "")
+        .build()
 }
 
-fn resource_spans(service: &str, spans: Vec<Span>) -> ResourceSpans {
-    ResourceSpans {
-        resource: Some(Resource {
-            attributes: vec![
-                text("service.name", service),
-                text("k8s.namespace.name", "shop"),
-                text("k8s.pod.name", &format!("{service}-7d9c6b5f4-x2x9q")),
-            ],
-            ..Default::default()
-        }),
-        scope_spans: vec![ScopeSpans {
-            spans,
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+fn resource(service: &str) -> Option<kit::Resource> {
+    Some(kit::resource(vec![
+        kit::string("service.name", service),
+        kit::string("k8s.namespace.name", "shop"),
+        kit::string("k8s.pod.name", &format!("{service}-7d9c6b5f4-x2x9q")),
+    ]))
 }
 
 fn request() -> Bytes {
@@ -87,16 +57,13 @@ fn request() -> Bytes {
     for t in 1..=TRACES {
         let http = |method: &str, route: &str, status: i64| {
             vec![
-                text("http.request.method", method),
-                text("url.path", route),
-                text("http.route", route),
-                kv(
-                    "http.response.status_code",
-                    any_value::Value::IntValue(status),
-                ),
-                text("server.address", "orders.shop.svc.cluster.local"),
-                kv("server.port", any_value::Value::IntValue(8080)),
-                text("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64)"),
+                kit::string("http.request.method", method),
+                kit::string("url.path", route),
+                kit::string("http.route", route),
+                kit::int("http.response.status_code", status),
+                kit::string("server.address", "orders.shop.svc.cluster.local"),
+                kit::int("server.port", 8080),
+                kit::string("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64)"),
             ]
         };
         frontend.push(span(
@@ -108,7 +75,7 @@ fn request() -> Bytes {
             http("GET", "/checkout", 200),
         ));
         let mut call = http("POST", "/api/orders", 201);
-        call.push(text("peer.service", "orders"));
+        call.push(kit::string("peer.service", "orders"));
         frontend.push(span(t, 2, 1, 3, "POST /api/orders", call));
         orders.push(span(
             t,
@@ -125,25 +92,23 @@ fn request() -> Bytes {
             3,
             "INSERT orders",
             vec![
-                text("db.system", "postgresql"),
-                text("db.namespace", "orders"),
-                text("db.operation.name", "INSERT"),
-                text(
+                kit::string("db.system", "postgresql"),
+                kit::string("db.namespace", "orders"),
+                kit::string("db.operation.name", "INSERT"),
+                kit::string(
                     "db.query.text",
                     "INSERT INTO orders (id, total) VALUES ($1, $2)",
                 ),
-                text("server.address", "pg.shop.svc"),
+                kit::string("server.address", "pg.shop.svc"),
             ],
         ));
     }
-    ExportTraceServiceRequest {
-        resource_spans: vec![
-            resource_spans("frontend", frontend),
-            resource_spans("orders", orders),
-        ],
-    }
-    .encode_to_vec()
-    .into()
+    RequestBuilder::new()
+        .resource_spans(resource("frontend"), None, frontend)
+        .resource_spans(resource("orders"), None, orders)
+        .build()
+        .encode_to_vec()
+        .into()
 }
 
 fn decode_pair_record(c: &mut Criterion) {

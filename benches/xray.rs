@@ -21,16 +21,13 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use criterion::measurement::Measurement;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{self as otlp, ResourceSpans, ScopeSpans, Status};
 use prost::Message;
 use tracemap::exporter::xray::segment::{
     TranslateConfig, translate, translate_escaped_into, write_for_bench,
 };
 use tracemap::model::Span;
-use tracemap::receiver::otlp_proto;
+use tracemap::otlp::kit::{self, RequestBuilder, SpanBuilder};
+use tracemap::receiver::decode::proto as otlp_proto;
 
 // As in the binary: the allocator is part of the per-span cost.
 #[global_allocator]
@@ -59,80 +56,64 @@ fn mix(n: u64) -> u64 {
     x ^ (x >> 31) | 1
 }
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn text(key: &str, value: &str) -> KeyValue {
-    kv(key, any_value::Value::StringValue(value.into()))
-}
-
-fn int(key: &str, value: i64) -> KeyValue {
-    kv(key, any_value::Value::IntValue(value))
-}
-
-fn span(n: u64) -> otlp::Span {
+fn span(n: u64) -> kit::Span {
     let order = 10_000 + n;
     let (kind, name, mut attributes) = match kind_of(n) {
         0 | 3 => (
             2,
             "POST /api/orders".to_owned(),
             vec![
-                text("http.request.method", "POST"),
-                text("url.scheme", "http"),
-                text("url.path", "/api/orders"),
-                text("http.route", "/api/orders"),
-                int(
+                kit::string("http.request.method", "POST"),
+                kit::string("url.scheme", "http"),
+                kit::string("url.path", "/api/orders"),
+                kit::string("http.route", "/api/orders"),
+                kit::int(
                     "http.response.status_code",
                     if kind_of(n) == 3 { 500 } else { 201 },
                 ),
-                text("server.address", "checkout.shop.svc.cluster.local"),
-                int("server.port", 8080),
-                text("client.address", "10.0.3.17"),
-                text("network.peer.address", "10.0.3.17"),
-                text("user_agent.original", "okhttp/4.12.0"),
-                text("network.protocol.version", "1.1"),
+                kit::string("server.address", "checkout.shop.svc.cluster.local"),
+                kit::int("server.port", 8080),
+                kit::string("client.address", "10.0.3.17"),
+                kit::string("network.peer.address", "10.0.3.17"),
+                kit::string("user_agent.original", "okhttp/4.12.0"),
+                kit::string("network.protocol.version", "1.1"),
             ],
         ),
         1 => (
             3,
             "GET".to_owned(),
             vec![
-                text("http.request.method", "GET"),
-                text(
+                kit::string("http.request.method", "GET"),
+                kit::string(
                     "url.full",
                     &format!("http://inventory.shop.svc:8080/api/items/{order}"),
                 ),
-                int("http.response.status_code", 200),
-                text("server.address", "inventory.shop.svc"),
-                int("server.port", 8080),
-                text("peer.service", "inventory"),
-                text("network.protocol.version", "1.1"),
+                kit::int("http.response.status_code", 200),
+                kit::string("server.address", "inventory.shop.svc"),
+                kit::int("server.port", 8080),
+                kit::string("peer.service", "inventory"),
+                kit::string("network.protocol.version", "1.1"),
             ],
         ),
         _ => (
             3,
             "SELECT orders".to_owned(),
             vec![
-                text("db.system", "postgresql"),
-                text("db.namespace", "orders"),
-                text("db.operation.name", "SELECT"),
-                text(
+                kit::string("db.system", "postgresql"),
+                kit::string("db.namespace", "orders"),
+                kit::string("db.operation.name", "SELECT"),
+                kit::string(
                     "db.query.text",
                     "SELECT id, total, status FROM orders WHERE id = $1",
                 ),
-                text("db.user", "checkout"),
-                text("server.address", "pg.shop.svc"),
-                int("server.port", 5432),
+                kit::string("db.user", "checkout"),
+                kit::string("server.address", "pg.shop.svc"),
+                kit::int("server.port", 5432),
             ],
         ),
     };
     if n.is_multiple_of(8) {
-        attributes.push(text("enduser.id", "u-1234"));
+        attributes.push(kit::string("enduser.id", "u-1234"));
     }
     let failing = kind_of(n) == 3;
     let trace = n / 4;
@@ -142,72 +123,48 @@ fn span(n: u64) -> otlp::Span {
     trace_id[4..12].copy_from_slice(&mix(trace).to_be_bytes());
     trace_id[12..].copy_from_slice(&(mix(trace + SPANS) as u32).to_be_bytes());
     let start = NOW_SECS * 1_000_000_000 - 30_000_000_000 + n * 1_000_000;
-    otlp::Span {
-        trace_id: trace_id.to_vec(),
-        span_id: mix(n + 2 * SPANS).to_be_bytes().to_vec(),
-        parent_span_id: mix(n + 3 * SPANS).to_be_bytes().to_vec(),
-        flags: 0x101,
-        name,
-        kind,
-        start_time_unix_nano: start,
-        end_time_unix_nano: start + 2_500_000 + n * 1_000,
-        attributes,
-        events: if failing {
-            vec![otlp::span::Event {
-                time_unix_nano: start + 2_000_000,
-                name: "exception".into(),
-                attributes: vec![
-                    text("exception.type", "java.lang.IllegalStateException"),
-                    text("exception.message", "inventory unavailable"),
-                    text("exception.stacktrace", STACK),
-                ],
-                dropped_attributes_count: 0,
-            }]
-        } else {
-            Vec::new()
-        },
-        status: Some(Status {
-            code: if failing { 2 } else { 0 },
-            message: String::new(),
-        }),
-        ..Default::default()
+    let mut span = SpanBuilder::new(&trace_id, &mix(n + 2 * SPANS).to_be_bytes())
+        .parent(&mix(n + 3 * SPANS).to_be_bytes())
+        .flags(0x101)
+        .name(&name)
+        .kind(kind)
+        .times(start, start + 2_500_000 + n * 1_000)
+        .attributes(attributes);
+    if failing {
+        span = span.event(
+            "exception",
+            start + 2_000_000,
+            vec![
+                kit::string("exception.type", "java.lang.IllegalStateException"),
+                kit::string("exception.message", "inventory unavailable"),
+                kit::string("exception.stacktrace", STACK),
+            ],
+        );
     }
+    span.status(if failing { 2 } else { 0 }, "").build()
 }
 
 fn spans() -> Vec<Span> {
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    text("service.name", "checkout"),
-                    text("service.version", "1.42.0"),
-                    text("service.namespace", "shop"),
-                    text("telemetry.sdk.language", "java"),
-                    text("telemetry.sdk.name", "opentelemetry"),
-                    text("telemetry.sdk.version", "1.44.1"),
-                    text("cloud.provider", "aws"),
-                    text("cloud.platform", "aws_eks"),
-                    text("cloud.region", "eu-west-1"),
-                    text("k8s.cluster.name", "prod"),
-                    text("k8s.namespace.name", "shop"),
-                    text("k8s.pod.name", "checkout-7d9c6b5f4-x2x9q"),
-                    text("container.id", "3f2b1c0d9e8a"),
-                    text("host.id", "i-0123456789abcdef0"),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "io.opentelemetry.netty-4.1".into(),
-                    version: "2.10.0".into(),
-                    ..Default::default()
-                }),
-                spans: (0..SPANS).map(span).collect(),
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    };
+    let resource = kit::resource(vec![
+        kit::string("service.name", "checkout"),
+        kit::string("service.version", "1.42.0"),
+        kit::string("service.namespace", "shop"),
+        kit::string("telemetry.sdk.language", "java"),
+        kit::string("telemetry.sdk.name", "opentelemetry"),
+        kit::string("telemetry.sdk.version", "1.44.1"),
+        kit::string("cloud.provider", "aws"),
+        kit::string("cloud.platform", "aws_eks"),
+        kit::string("cloud.region", "eu-west-1"),
+        kit::string("k8s.cluster.name", "prod"),
+        kit::string("k8s.namespace.name", "shop"),
+        kit::string("k8s.pod.name", "checkout-7d9c6b5f4-x2x9q"),
+        kit::string("container.id", "3f2b1c0d9e8a"),
+        kit::string("host.id", "i-0123456789abcdef0"),
+    ]);
+    let scope = kit::scope("io.opentelemetry.netty-4.1", "2.10.0");
+    let request = RequestBuilder::new()
+        .resource_spans(Some(resource), Some(scope), (0..SPANS).map(span).collect())
+        .build();
     let decoded = otlp_proto::decode(Bytes::from(request.encode_to_vec())).expect("valid request");
     assert_eq!(decoded.spans.len() as u64, SPANS);
     decoded.spans

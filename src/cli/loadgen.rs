@@ -26,15 +26,15 @@ use bytes::{BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, status};
 use prost::Message;
 use tokio::time::Instant;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
+use tracemap::otlp::kit::{self, RequestBuilder, Resource, Span, SpanBuilder, SpanKind};
+use tracemap::otlp::read::{RECURSION_LIMIT, ReadError, Reader};
+use tracemap::otlp::tag::{self, WireType};
 use tracemap::receiver::otlp_grpc::EXPORT_PATH;
 
 /// Longest a single export may take before it counts as DEADLINE_EXCEEDED.
@@ -837,25 +837,25 @@ impl Pool {
 /// The generator's own encoding is not what the offset walk expects (a bug).
 #[derive(Debug, thiserror::Error)]
 enum FramingError {
-    #[error("bad varint: {0}")]
-    Varint(#[from] prost::DecodeError),
+    #[error("bad framing: {0}")]
+    Wire(#[from] ReadError),
     #[error("{0}")]
     Shape(&'static str),
 }
 
 /// Offsets of the high eight bytes of every span's trace id in an encoded
 /// `ExportTraceServiceRequest`, found by walking the protobuf framing:
-/// request.resource_spans(1) → scope_spans(2) → spans(2) → trace_id(1).
+/// request.resource_spans → scope_spans → spans → trace_id.
 fn trace_id_offsets(buf: &[u8]) -> Result<Vec<u32>, FramingError> {
     let mut offsets = Vec::new();
-    for (rs_start, rs_end) in fields(buf, 0, buf.len(), 1)? {
-        for (ss_start, ss_end) in fields(buf, rs_start, rs_end, 2)? {
-            for (span_start, span_end) in fields(buf, ss_start, ss_end, 2)? {
-                for (id_start, id_end) in fields(buf, span_start, span_end, 1)? {
-                    if id_end - id_start != 16 {
+    for resource_spans in fields(Reader::new(buf), tag::REQUEST_RESOURCE_SPANS)? {
+        for scope_spans in fields(resource_spans, tag::RESOURCE_SPANS_SCOPE_SPANS)? {
+            for span in fields(scope_spans, tag::SCOPE_SPANS_SPANS)? {
+                for trace_id in fields(span, tag::SPAN_TRACE_ID)? {
+                    if trace_id.rest().len() != 16 {
                         return Err(FramingError::Shape("trace id is not 16 bytes"));
                     }
-                    let offset = u32::try_from(id_start)
+                    let offset = u32::try_from(trace_id.pos())
                         .map_err(|_| FramingError::Shape("request over 4 GiB"))?;
                     offsets.push(offset);
                 }
@@ -865,42 +865,16 @@ fn trace_id_offsets(buf: &[u8]) -> Result<Vec<u32>, FramingError> {
     Ok(offsets)
 }
 
-/// The length-delimited fields numbered `wanted` in the message at
-/// `buf[start..end]`, as `(value_start, value_end)`.
-fn fields(
-    buf: &[u8],
-    start: usize,
-    end: usize,
-    wanted: u64,
-) -> Result<Vec<(usize, usize)>, FramingError> {
-    let truncated = || FramingError::Shape("truncated field");
+/// The length-delimited fields numbered `wanted` in `message`, as readers
+/// whose offsets are those of the whole request.
+fn fields(mut message: Reader<'_>, wanted: u32) -> Result<Vec<Reader<'_>>, ReadError> {
     let mut found = Vec::new();
-    let mut pos = start;
-    // Each pass consumes at least the one-byte key, so this ends.
-    while pos < end {
-        let mut rest = &buf[pos..end];
-        let key = prost::encoding::decode_varint(&mut rest)?;
-        let (field, wire_type) = (key >> 3, key & 7);
-        let value_len = match wire_type {
-            0 => {
-                prost::encoding::decode_varint(&mut rest)?;
-                0
-            }
-            1 => 8,
-            2 => usize::try_from(prost::encoding::decode_varint(&mut rest)?)
-                .map_err(|_| truncated())?,
-            5 => 4,
-            _ => return Err(FramingError::Shape("unsupported wire type")),
-        };
-        let value_start = end - rest.len();
-        let value_end = value_start.checked_add(value_len).ok_or_else(truncated)?;
-        if value_end > end {
-            return Err(truncated());
+    while let Some((_, field, wire_type)) = message.next_key()? {
+        if field == wanted && wire_type == WireType::LengthDelimited {
+            found.push(message.nested("loadgen field", wire_type)?);
+        } else {
+            message.skip(field, wire_type, RECURSION_LIMIT)?;
         }
-        if wire_type == 2 && field == wanted {
-            found.push((value_start, value_end));
-        }
-        pos = value_end;
     }
     Ok(found)
 }
@@ -973,15 +947,12 @@ impl App {
                     }),
                     _ => None,
                 };
-                let resource = Resource {
-                    attributes: vec![
-                        kv("service.name", &name),
-                        kv("service.namespace", "shop"),
-                        kv("service.version", "1.8.2"),
-                        kv("telemetry.sdk.language", "rust"),
-                    ],
-                    ..Default::default()
-                };
+                let resource = kit::resource(vec![
+                    kit::string("service.name", &name),
+                    kit::string("service.namespace", "shop"),
+                    kit::string("service.version", "1.8.2"),
+                    kit::string("telemetry.sdk.language", "rust"),
+                ]);
                 Service {
                     name,
                     address,
@@ -992,33 +963,6 @@ impl App {
             .collect();
         Self { services }
     }
-}
-
-fn kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn kv_int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        ..Default::default()
-    }
-}
-
-fn error_status(message: &str) -> Option<Status> {
-    Some(Status {
-        code: status::StatusCode::Error as i32,
-        message: message.into(),
-    })
 }
 
 /// A span and the index of the service that emitted it.
@@ -1051,26 +995,15 @@ impl TraceSource {
         for e in emitted {
             by_service[e.service].push(e.span);
         }
-        let scope = InstrumentationScope {
-            name: "tracemap-loadgen".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            ..Default::default()
-        };
-        let resource_spans = by_service
-            .into_iter()
-            .enumerate()
-            .filter(|(_, spans)| !spans.is_empty())
-            .map(|(i, spans)| ResourceSpans {
-                resource: Some(app.services[i].resource.clone()),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(scope.clone()),
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect();
-        ExportTraceServiceRequest { resource_spans }
+        let scope = kit::scope("tracemap-loadgen", env!("CARGO_PKG_VERSION"));
+        let mut request = RequestBuilder::new();
+        for (i, spans) in by_service.into_iter().enumerate() {
+            if !spans.is_empty() {
+                let resource = Some(app.services[i].resource.clone());
+                request = request.resource_spans(resource, Some(scope.clone()), spans);
+            }
+        }
+        request.build()
     }
 
     fn trace(&mut self, app: &App, out: &mut Vec<Emitted>) {
@@ -1141,31 +1074,23 @@ impl TraceBuilder<'_> {
         let span_id = self.span_id();
         self.out.push(Emitted {
             service,
-            span: Span {
-                trace_id: self.trace_id.to_vec(),
-                span_id: span_id.to_vec(),
-                parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
-                name: format!("{method} {route}"),
-                kind: 2,
-                start_time_unix_nano: start,
-                end_time_unix_nano: end,
-                attributes: vec![
-                    kv("http.request.method", method),
-                    kv("url.path", &path),
-                    kv("url.scheme", "http"),
-                    kv("http.route", &route),
-                    kv_int("http.response.status_code", status_code),
-                    kv("server.address", &svc.address),
-                    kv_int("server.port", 8080),
-                    kv("user_agent.original", user_agent),
-                ],
-                status: if error {
-                    error_status("internal server error")
-                } else {
-                    None
-                },
-                ..Default::default()
-            },
+            span: SpanBuilder::new(&self.trace_id, &span_id)
+                .parent(parent.as_ref().map_or(&[][..], |p| &p[..]))
+                .name(&format!("{method} {route}"))
+                .kind(SpanKind::Server)
+                .times(start, end)
+                .attributes(vec![
+                    kit::string("http.request.method", method),
+                    kit::string("url.path", &path),
+                    kit::string("url.scheme", "http"),
+                    kit::string("http.route", &route),
+                    kit::int("http.response.status_code", status_code),
+                    kit::string("server.address", &svc.address),
+                    kit::int("server.port", 8080),
+                    kit::string("user_agent.original", user_agent),
+                ])
+                .error_if(error, "internal server error")
+                .build(),
         });
         let downstream = app.services.len() - service - 1;
         if depth >= MAX_CALL_DEPTH || downstream == 0 {
@@ -1213,30 +1138,22 @@ impl TraceBuilder<'_> {
         let span_id = self.span_id();
         self.out.push(Emitted {
             service: caller,
-            span: Span {
-                trace_id: self.trace_id.to_vec(),
-                span_id: span_id.to_vec(),
-                parent_span_id: parent.to_vec(),
-                name: method.into(),
-                kind: 3,
-                start_time_unix_nano: start,
-                end_time_unix_nano: end,
-                attributes: vec![
-                    kv("http.request.method", method),
-                    kv("url.full", &url),
-                    kv("server.address", &target.address),
-                    kv_int("server.port", 8080),
-                    kv_int("http.response.status_code", if error { 503 } else { 200 }),
-                    kv("peer.service", &target.name),
-                    kv("network.protocol.version", "1.1"),
-                ],
-                status: if error {
-                    error_status("upstream failed")
-                } else {
-                    None
-                },
-                ..Default::default()
-            },
+            span: SpanBuilder::new(&self.trace_id, &span_id)
+                .parent(&parent)
+                .name(method)
+                .kind(SpanKind::Client)
+                .times(start, end)
+                .attributes(vec![
+                    kit::string("http.request.method", method),
+                    kit::string("url.full", &url),
+                    kit::string("server.address", &target.address),
+                    kit::int("server.port", 8080),
+                    kit::int("http.response.status_code", if error { 503 } else { 200 }),
+                    kit::string("peer.service", &target.name),
+                    kit::string("network.protocol.version", "1.1"),
+                ])
+                .error_if(error, "upstream failed")
+                .build(),
         });
         // The network takes a little off each side of the server's time.
         let lag = ((end - start) / 20).min(500_000);
@@ -1269,13 +1186,13 @@ impl TraceBuilder<'_> {
                 "GET",
                 format!("GET {table}:session"),
                 "GET".to_owned(),
-                kv("peer.service", &format!("{table}-cache")),
+                kit::string("peer.service", &format!("{table}-cache")),
             ),
             _ => (
                 "SELECT",
                 format!("SELECT id, status, total FROM {table} WHERE id = $1"),
                 format!("SELECT {table}"),
-                kv("db.collection.name", table),
+                kit::string("db.collection.name", table),
             ),
         };
         let db_start = start + (end - start) / 10;
@@ -1283,30 +1200,22 @@ impl TraceBuilder<'_> {
         let span_id = self.span_id();
         self.out.push(Emitted {
             service,
-            span: Span {
-                trace_id: self.trace_id.to_vec(),
-                span_id: span_id.to_vec(),
-                parent_span_id: parent.to_vec(),
-                name,
-                kind: 3,
-                start_time_unix_nano: db_start,
-                end_time_unix_nano: db_end,
-                attributes: vec![
-                    kv("db.system", db.system),
-                    kv("db.namespace", &db.namespace),
-                    kv("db.operation.name", operation),
-                    kv("db.query.text", &query),
+            span: SpanBuilder::new(&self.trace_id, &span_id)
+                .parent(&parent)
+                .name(&name)
+                .kind(SpanKind::Client)
+                .times(db_start, db_end)
+                .attributes(vec![
+                    kit::string("db.system", db.system),
+                    kit::string("db.namespace", &db.namespace),
+                    kit::string("db.operation.name", operation),
+                    kit::string("db.query.text", &query),
                     target,
-                    kv("server.address", &db.address),
-                    kv_int("server.port", db.port),
-                ],
-                status: if error {
-                    error_status("query failed")
-                } else {
-                    None
-                },
-                ..Default::default()
-            },
+                    kit::string("server.address", &db.address),
+                    kit::int("server.port", db.port),
+                ])
+                .error_if(error, "query failed")
+                .build(),
         });
     }
 }
@@ -1343,7 +1252,7 @@ mod tests {
                 .find(|kv| kv.key == "service.name")
                 .and_then(|kv| kv.value.as_ref()?.value.as_ref())
                 .map(|v| match v {
-                    any_value::Value::StringValue(s) => s.clone(),
+                    kit::any_value::Value::StringValue(s) => s.clone(),
                     other => panic!("service.name is {other:?}"),
                 })
                 .unwrap();

@@ -5,10 +5,9 @@
 //! to the bounded pipeline. Whole requests that cannot be parsed are
 //! refused with INVALID_ARGUMENT / 400 and never reach the pipeline.
 
+pub mod decode;
 pub mod otlp_grpc;
 pub mod otlp_http;
-pub mod otlp_json;
-pub mod otlp_proto;
 mod sink;
 
 use std::fmt::Write as _;

@@ -22,7 +22,7 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::otlp_proto::{self, OtlpProtoError};
+use super::decode::proto::{self as otlp_proto, OtlpProtoError};
 use super::{Decoded, Ingest, PROTOCOL_GRPC, ReceiverMetrics, Refusal, SharedSink, ingest, reason};
 use crate::validate::{Invalid, Valid};
 

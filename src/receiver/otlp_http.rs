@@ -18,12 +18,10 @@ use axum::routing::post;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
+use super::decode::proto::OtlpProtoError;
+use super::decode::{json as otlp_json, proto as otlp_proto};
 use super::otlp_grpc::export_response;
-use super::otlp_proto::OtlpProtoError;
-use super::{
-    Decoded, Ingest, PROTOCOL_HTTP, ReceiverMetrics, Refusal, SharedSink, ingest, otlp_json,
-    otlp_proto, reason,
-};
+use super::{Decoded, Ingest, PROTOCOL_HTTP, ReceiverMetrics, Refusal, SharedSink, ingest, reason};
 use crate::validate::{Invalid, Valid};
 
 /// Path OTLP exporters post traces to.

@@ -84,7 +84,7 @@ async fn full_queue_refuses_counts_and_recovers() {
     let api = app.addrs.api.to_string();
     let http_url = format!("http://{}/v1/traces", app.addrs.http.unwrap());
     let http = reqwest::Client::new();
-    let post = |batch: Vec<opentelemetry_proto::tonic::trace::v1::Span>| {
+    let post = |batch: Vec<tracemap::otlp::kit::Span>| {
         http.post(&http_url)
             .header("content-type", "application/x-protobuf")
             .body(request("gated", batch).encode_to_vec())

@@ -46,7 +46,7 @@ async fn send_edge(
             half.end_time_unix_nano = half.start_time_unix_nano + ms * 1_000_000;
         }
         if i < errors {
-            server.status = Some(opentelemetry_proto::tonic::trace::v1::Status {
+            server.status = Some(tracemap::otlp::kit::Status {
                 code: 2,
                 ..Default::default()
             });

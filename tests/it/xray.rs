@@ -440,13 +440,7 @@ fn xray_yaml(endpoint: &str, extra: &str) -> String {
 
 /// `count` spans timed now, in traces of 5, with epoch-prefixed trace ids
 /// (valid under every trace id policy); returns them with their hex ids.
-fn fresh_spans(
-    count: usize,
-    seed: u64,
-) -> (
-    Vec<opentelemetry_proto::tonic::trace::v1::Span>,
-    Vec<String>,
-) {
+fn fresh_spans(count: usize, seed: u64) -> (Vec<tracemap::otlp::kit::Span>, Vec<String>) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     let start = now.as_nanos() as u64 - 5_000_000;
     let mut spans = Vec::new();
@@ -465,7 +459,7 @@ fn fresh_spans(
     (spans, ids)
 }
 
-async fn send_http(collector: &Collector, spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>) {
+async fn send_http(collector: &Collector, spans: Vec<tracemap::otlp::kit::Span>) {
     let body = request("orders", spans).encode_to_vec();
     let response = reqwest::Client::new()
         .post(collector.http_url("/v1/traces"))

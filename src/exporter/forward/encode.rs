@@ -22,15 +22,13 @@
 use std::collections::HashMap;
 
 use bytes::BufMut;
-use prost::encoding::encoded_len_varint;
 
 use crate::model::{AttributeValue, Attributes, Event, Resource, Span, SpanKind, StatusCode};
-// The decoder's field numbers: one table for both directions.
-use crate::receiver::otlp_proto::tag;
-
-const VARINT: u32 = 0;
-const FIXED64: u32 = 1;
-const LEN: u32 = 2;
+use crate::otlp::tag::{self, WireType};
+use crate::otlp::write::{
+    self, field_len, fixed64_len, key, key_len, key_size, string_len, varint, varint_field_len,
+    varint_len,
+};
 
 /// Where a request is written: tonic's send buffer, or a `Vec` in tests.
 pub trait Out: BufMut {
@@ -113,7 +111,7 @@ fn write_request(plan: &Plan<'_>, spans: &[Span], out: &mut impl Out) {
         for (scope, &scope_len) in resource.scopes.iter().zip(&sized.scope_lens) {
             key_len(out, tag::RESOURCE_SPANS_SCOPE_SPANS, scope_len);
             key_len(out, tag::SCOPE_SPANS_SCOPE, scope_message_len(scope.name));
-            write_string(out, tag::SCOPE_NAME, scope.name);
+            write::string(out, tag::SCOPE_NAME, scope.name);
             for &i in &scope.spans {
                 key_len(out, tag::SCOPE_SPANS_SPANS, plan.span_lens[i]);
                 write_span(out, &spans[i]);
@@ -234,7 +232,8 @@ fn span_len(span: &Span) -> usize {
     }
     len += string_len(tag::SPAN_NAME, &span.name);
     len += varint_field_len(tag::SPAN_KIND, kind_number(span.kind));
-    len += fixed64_len(span.start_unix_nano) + fixed64_len(span.end_unix_nano);
+    len += fixed64_len(tag::SPAN_START, span.start_unix_nano)
+        + fixed64_len(tag::SPAN_END, span.end_unix_nano);
     len += attributes_len(&span.attributes, tag::SPAN_ATTRIBUTES);
     for event in &span.events {
         len += field_len(tag::SPAN_EVENTS, event_len(event));
@@ -247,32 +246,32 @@ fn span_len(span: &Span) -> usize {
 }
 
 fn write_span(out: &mut impl BufMut, span: &Span) {
-    write_bytes(out, tag::SPAN_TRACE_ID, &span.trace_id.to_bytes());
-    write_bytes(out, tag::SPAN_SPAN_ID, &span.span_id.to_bytes());
+    write::bytes(out, tag::SPAN_TRACE_ID, &span.trace_id.to_bytes());
+    write::bytes(out, tag::SPAN_SPAN_ID, &span.span_id.to_bytes());
     if let Some(parent) = span.parent_span_id {
-        write_bytes(out, tag::SPAN_PARENT_SPAN_ID, &parent.to_bytes());
+        write::bytes(out, tag::SPAN_PARENT_SPAN_ID, &parent.to_bytes());
     }
-    write_string(out, tag::SPAN_NAME, &span.name);
-    write_varint_field(out, tag::SPAN_KIND, kind_number(span.kind));
-    write_fixed64(out, tag::SPAN_START, span.start_unix_nano);
-    write_fixed64(out, tag::SPAN_END, span.end_unix_nano);
+    write::string(out, tag::SPAN_NAME, &span.name);
+    write::varint_field(out, tag::SPAN_KIND, kind_number(span.kind));
+    write::fixed64(out, tag::SPAN_START, span.start_unix_nano);
+    write::fixed64(out, tag::SPAN_END, span.end_unix_nano);
     write_attributes(out, &span.attributes, tag::SPAN_ATTRIBUTES);
     for event in &span.events {
         key_len(out, tag::SPAN_EVENTS, event_len(event));
-        write_fixed64(out, tag::EVENT_TIME, event.time_unix_nano);
-        write_string(out, tag::EVENT_NAME, &event.name);
+        write::fixed64(out, tag::EVENT_TIME, event.time_unix_nano);
+        write::string(out, tag::EVENT_NAME, &event.name);
         write_attributes(out, &event.attributes, tag::EVENT_ATTRIBUTES);
     }
     let status = status_len(span.status_code, &span.status_message);
     if status > 0 {
         key_len(out, tag::SPAN_STATUS, status);
-        write_string(out, tag::STATUS_MESSAGE, &span.status_message);
-        write_varint_field(out, tag::STATUS_CODE, status_number(span.status_code));
+        write::string(out, tag::STATUS_MESSAGE, &span.status_message);
+        write::varint_field(out, tag::STATUS_CODE, status_number(span.status_code));
     }
 }
 
 fn event_len(event: &Event) -> usize {
-    fixed64_len(event.time_unix_nano)
+    fixed64_len(tag::EVENT_TIME, event.time_unix_nano)
         + string_len(tag::EVENT_NAME, &event.name)
         + attributes_len(&event.attributes, tag::EVENT_ATTRIBUTES)
 }
@@ -335,7 +334,7 @@ fn key_value_len(key: &str, value: &AttributeValue) -> usize {
 }
 
 fn write_key_value(out: &mut impl BufMut, key: &str, value: &AttributeValue) {
-    write_string(out, tag::KEY_VALUE_KEY, key);
+    write::string(out, tag::KEY_VALUE_KEY, key);
     key_len(out, tag::KEY_VALUE_VALUE, any_len(value));
     write_any(out, value);
 }
@@ -345,8 +344,8 @@ fn write_key_value(out: &mut impl BufMut, key: &str, value: &AttributeValue) {
 fn any_len(value: &AttributeValue) -> usize {
     match value {
         AttributeValue::String(s) => field_len(tag::ANY_STRING, s.len()),
-        AttributeValue::Bool(b) => key_size(tag::ANY_BOOL) + encoded_len_varint(u64::from(*b)),
-        AttributeValue::Int(i) => key_size(tag::ANY_INT) + encoded_len_varint(*i as u64),
+        AttributeValue::Bool(b) => key_size(tag::ANY_BOOL) + varint_len(u64::from(*b)),
+        AttributeValue::Int(i) => key_size(tag::ANY_INT) + varint_len(*i as u64),
         AttributeValue::Double(_) => key_size(tag::ANY_DOUBLE) + 8,
         AttributeValue::Bytes(b) => field_len(tag::ANY_BYTES, b.len()),
         AttributeValue::Array(items) => field_len(tag::ANY_ARRAY, array_len(items)),
@@ -366,20 +365,20 @@ fn array_len(items: &[AttributeValue]) -> usize {
 
 fn write_any(out: &mut impl BufMut, value: &AttributeValue) {
     match value {
-        AttributeValue::String(s) => write_bytes(out, tag::ANY_STRING, s.as_bytes()),
+        AttributeValue::String(s) => write::bytes(out, tag::ANY_STRING, s.as_bytes()),
         AttributeValue::Bool(b) => {
-            key(out, tag::ANY_BOOL, VARINT);
+            key(out, tag::ANY_BOOL, WireType::Varint);
             varint(out, u64::from(*b));
         }
         AttributeValue::Int(i) => {
-            key(out, tag::ANY_INT, VARINT);
+            key(out, tag::ANY_INT, WireType::Varint);
             varint(out, *i as u64);
         }
         AttributeValue::Double(d) => {
-            key(out, tag::ANY_DOUBLE, FIXED64);
+            key(out, tag::ANY_DOUBLE, WireType::SixtyFourBit);
             out.put_slice(&d.to_bits().to_le_bytes());
         }
-        AttributeValue::Bytes(b) => write_bytes(out, tag::ANY_BYTES, b),
+        AttributeValue::Bytes(b) => write::bytes(out, tag::ANY_BYTES, b),
         AttributeValue::Array(items) => {
             key_len(out, tag::ANY_ARRAY, array_len(items));
             for item in items {
@@ -392,100 +391,6 @@ fn write_any(out: &mut impl BufMut, value: &AttributeValue) {
             write_attributes(out, map, tag::LIST_VALUES);
         }
         AttributeValue::Empty => {}
-    }
-}
-
-#[inline]
-fn key_size(field: u32) -> usize {
-    encoded_len_varint(u64::from(field << 3))
-}
-
-/// Bytes of a length-delimited field holding `len` bytes.
-#[inline]
-fn field_len(field: u32, len: usize) -> usize {
-    key_size(field) + encoded_len_varint(len as u64) + len
-}
-
-/// A string or bytes field, omitted when empty (proto3 default).
-#[inline]
-fn string_len(field: u32, text: &str) -> usize {
-    if text.is_empty() {
-        0
-    } else {
-        field_len(field, text.len())
-    }
-}
-
-#[inline]
-fn varint_field_len(field: u32, value: u64) -> usize {
-    if value == 0 {
-        0
-    } else {
-        key_size(field) + encoded_len_varint(value)
-    }
-}
-
-#[inline]
-fn fixed64_len(value: u64) -> usize {
-    // Every fixed64 field here has a one-byte key.
-    if value == 0 { 0 } else { 9 }
-}
-
-/// A varint; most are one byte (keys, small lengths).
-#[inline(always)]
-fn varint(out: &mut impl BufMut, mut value: u64) {
-    if value < 0x80 {
-        out.put_u8(value as u8);
-        return;
-    }
-    let mut bytes = [0u8; 10];
-    let mut n = 0;
-    while value >= 0x80 {
-        bytes[n] = value as u8 | 0x80;
-        value >>= 7;
-        n += 1;
-    }
-    bytes[n] = value as u8;
-    out.put_slice(&bytes[..=n]);
-}
-
-#[inline]
-fn key(out: &mut impl BufMut, field: u32, wire_type: u32) {
-    varint(out, u64::from(field << 3 | wire_type));
-}
-
-#[inline]
-fn key_len(out: &mut impl BufMut, field: u32, len: usize) {
-    key(out, field, LEN);
-    varint(out, len as u64);
-}
-
-#[inline]
-fn write_bytes(out: &mut impl BufMut, field: u32, bytes: &[u8]) {
-    key_len(out, field, bytes.len());
-    out.put_slice(bytes);
-}
-
-#[inline]
-fn write_string(out: &mut impl BufMut, field: u32, text: &str) {
-    if !text.is_empty() {
-        write_bytes(out, field, text.as_bytes());
-    }
-}
-
-#[inline]
-fn write_varint_field(out: &mut impl BufMut, field: u32, value: u64) {
-    if value != 0 {
-        key(out, field, VARINT);
-        varint(out, value);
-    }
-}
-
-#[inline]
-fn write_fixed64(out: &mut impl BufMut, field: u32, value: u64) {
-    if value != 0 {
-        key(out, field, FIXED64);
-        out.put_slice(&value.to_le_bytes());
     }
 }
 
@@ -505,7 +410,7 @@ mod tests {
 
     use super::*;
     use crate::model::{SpanId, TraceId};
-    use crate::receiver::otlp_proto;
+    use crate::receiver::decode::proto as otlp_proto;
 
     fn text(s: &str) -> AnyValue {
         AnyValue {

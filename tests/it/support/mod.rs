@@ -11,10 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use tracemap::otlp::kit::{self, ExportTraceServiceRequest, RequestBuilder, Span, SpanBuilder};
 
 /// A running `tracemap` process; killed on drop.
 pub struct Collector {
@@ -227,49 +224,23 @@ pub fn series_value(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn string_kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// A valid span of trace `trace`, with a few realistic attributes.
 pub fn span(trace: u128, id: u64, kind: i32) -> Span {
-    Span {
-        trace_id: trace.to_be_bytes().to_vec(),
-        span_id: id.to_be_bytes().to_vec(),
-        name: "GET /api/orders".into(),
-        kind,
-        start_time_unix_nano: 1_700_000_000_000_000_000,
-        end_time_unix_nano: 1_700_000_000_002_000_000,
-        attributes: vec![
-            string_kv("http.request.method", "GET"),
-            string_kv("url.path", "/api/orders"),
-            string_kv("server.address", "orders.shop.svc.cluster.local"),
-        ],
-        ..Default::default()
-    }
+    SpanBuilder::new(&trace.to_be_bytes(), &id.to_be_bytes())
+        .name("GET /api/orders")
+        .kind(kind)
+        .times(1_700_000_000_000_000_000, 1_700_000_000_002_000_000)
+        .attributes(vec![
+            kit::string("http.request.method", "GET"),
+            kit::string("url.path", "/api/orders"),
+            kit::string("server.address", "orders.shop.svc.cluster.local"),
+        ])
+        .build()
 }
 
 /// A request holding `spans` from one service.
 pub fn request(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![string_kv("service.name", service)],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    RequestBuilder::new().service(service, spans).build()
 }
 
 /// `count` valid spans spread over `count / 4` traces.

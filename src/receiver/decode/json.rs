@@ -13,11 +13,11 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
-use super::{Decoded, InvalidId};
 use crate::model::{
     AttributeValue, Attributes, Event, IdError, Resource, Span, SpanId, SpanKind, StatusCode,
     TraceId,
 };
+use crate::receiver::{Decoded, InvalidId};
 
 /// Parses an OTLP/JSON `ExportTraceServiceRequest`.
 pub fn decode(body: &[u8]) -> Result<Decoded, serde_json::Error> {
