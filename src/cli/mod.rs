@@ -3,5 +3,6 @@
 //! protocols (OTLP, the graph API) as any other client would.
 
 pub mod demo;
+pub mod draw;
 pub mod loadgen;
 pub mod map;

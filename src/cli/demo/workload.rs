@@ -11,6 +11,8 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 
+use crate::cli::draw::Rng;
+
 /// An instrumented service of the shop; each has its own tracer provider
 /// and `service.name`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,50 +189,6 @@ impl Op {
 
     fn attr(&mut self, key: &'static str, value: impl Into<opentelemetry::Value>) {
         self.attributes.push(KeyValue::new(key, value));
-    }
-}
-
-/// The demo's draws over a seeded `fastrand` generator: plausible numbers
-/// (chances, picks, log-normal latencies), reproducible from one seed.
-#[derive(Debug, Clone)]
-pub struct Rng(fastrand::Rng);
-
-impl Rng {
-    /// A generator; equal seeds give equal sequences.
-    pub fn new(seed: u64) -> Self {
-        Self(fastrand::Rng::with_seed(seed))
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        self.0.f64()
-    }
-
-    fn chance(&mut self, probability: f64) -> bool {
-        self.unit() < probability
-    }
-
-    /// Uniform in [0, n).
-    fn below(&mut self, n: u64) -> u64 {
-        self.0.u64(..n)
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    /// Standard normal, by the Box–Muller transform.
-    fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.unit(); // in (0, 1], so ln is finite
-        let u2 = self.unit();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-
-    /// Log-normal around `median_ms`, clamped to `[min_ms, max_ms]`: most
-    /// calls are quick, a few are slow, as in real latency distributions.
-    fn latency(&mut self, median_ms: f64, sigma: f64, min_ms: f64, max_ms: f64) -> Duration {
-        let ms = (median_ms.ln() + sigma * self.normal()).exp();
-        Duration::from_secs_f64(ms.clamp(min_ms, max_ms) / 1000.0)
     }
 }
 
@@ -955,20 +913,5 @@ mod tests {
         let p99 = root_ms[root_ms.len() * 99 / 100];
         assert!((15.0..120.0).contains(&median), "median {median}ms");
         assert!((median..1000.0).contains(&p99), "p99 {p99}ms");
-    }
-
-    #[test]
-    fn rng_is_uniform_enough_and_seeded() {
-        let mut a = Rng::new(1);
-        let mut b = Rng::new(1);
-        let draws: Vec<f64> = (0..10_000).map(|_| a.unit()).collect();
-        assert!(draws.iter().all(|x| (0.0..1.0).contains(x)));
-        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
-        assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
-        assert_eq!(
-            (0..10_000).map(|_| b.unit()).collect::<Vec<_>>(),
-            draws,
-            "same seed, same sequence"
-        );
     }
 }
