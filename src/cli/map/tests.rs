@@ -339,20 +339,11 @@ fn numbers_use_readable_units() {
     for (value, text) in percents {
         assert_eq!(format_percent(value), text, "{value}");
     }
-    let millis = [
-        (0.0, "0ms"),
-        (0.42, "0.42ms"),
-        (3.24, "3.2ms"),
-        (9.96, "10ms"),
-        (125.4, "125ms"),
-        (999.6, "1.00s"),
-        (1204.0, "1.20s"),
-        (12_500.0, "12.5s"),
-        (130_000.0, "130s"),
-    ];
-    for (value, text) in millis {
-        assert_eq!(format_ms(value), text, "{value}");
-        assert!(text.chars().count() <= LAT_W);
+    // web::render tests the format itself; the table needs it to fit.
+    for ms in [
+        0.0, 0.42, 3.24, 9.96, 125.4, 999.6, 1204.0, 12_500.0, 130_000.0,
+    ] {
+        assert!(format_ms(ms).chars().count() <= LAT_W, "{ms}");
     }
     for (value, text) in [
         (950, "950"),
