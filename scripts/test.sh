@@ -83,6 +83,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+# The page's pure modules (formats, health, elements, address), no browser.
+node --test web/test/
 # web/vendor/ holds exactly the npm versions pinned in tests/browser/package.json.
 cmp web/vendor/cytoscape.min.js tests/browser/node_modules/cytoscape/dist/cytoscape.min.js
 cmp web/vendor/cytoscape-dagre.min.js tests/browser/node_modules/cytoscape-dagre/dist/cytoscape-dagre.min.js

@@ -44,7 +44,21 @@ const TEXT: &str = "text/plain; charset=utf-8";
 /// travel with the copies of the libraries inside the binary.
 const ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
+    // The page's ES modules: app.js is the entry, the rest it imports.
     asset!("app.js", JS),
+    asset!("address.js", JS),
+    asset!("api.js", JS),
+    asset!("details.js", JS),
+    asset!("diff.js", JS),
+    asset!("dom.js", JS),
+    asset!("draw.js", JS),
+    asset!("elements.js", JS),
+    asset!("format.js", JS),
+    asset!("health.js", JS),
+    asset!("kinds.js", JS),
+    asset!("legend.js", JS),
+    asset!("series.js", JS),
+    asset!("state.js", JS),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
     asset!("vendor/cytoscape.min.js", JS),
@@ -170,6 +184,47 @@ mod tests {
                 "index.html loads assets/{path}, which is not embedded"
             );
         }
+    }
+
+    /// The browser fetches each `import ... from './x.js'` itself: a module
+    /// left out of `ASSETS` would break the page with a 404, and one no
+    /// script imports is dead weight in the binary.
+    #[test]
+    fn every_module_a_script_imports_is_embedded_and_every_one_is_imported() {
+        let mut imported = std::collections::BTreeSet::new();
+        for script in ASSETS
+            .iter()
+            .filter(|a| a.content_type == JS && !a.path.starts_with("vendor/"))
+        {
+            let text = std::str::from_utf8(script.body).unwrap();
+            for line in text.lines().filter(|l| l.starts_with("import ")) {
+                let path = line
+                    .split_once("from './")
+                    .and_then(|(_, rest)| rest.split_once('\''))
+                    .map(|(path, _)| path)
+                    .unwrap_or_else(|| panic!("{}: unexpected import {line:?}", script.path));
+                assert!(
+                    ASSETS
+                        .iter()
+                        .any(|a| a.path == path && a.content_type == JS),
+                    "{} imports ./{path}, which is not embedded as JavaScript",
+                    script.path
+                );
+                imported.insert(path);
+            }
+        }
+        for module in ASSETS
+            .iter()
+            .filter(|a| a.content_type == JS && !a.path.starts_with("vendor/"))
+            .filter(|a| a.path != "app.js")
+        {
+            assert!(
+                imported.contains(module.path),
+                "{} is embedded but no script imports it",
+                module.path
+            );
+        }
+        assert!(imported.len() >= 10, "{imported:?}");
     }
 
     #[test]
