@@ -1,5 +1,6 @@
-// The one set of health thresholds and colours: edges, nodes, the details
-// panel and the legend all read them from here.
+// The page's health thresholds and colours: edges, nodes, the details
+// panel and the legend all read them from here. The numbers are those of
+// src/web/health.rs (tracemap map, DOT), and a Rust test keeps them equal.
 
 // An edge or node is amber or red from these; error rate is what users
 // feel first, a slow tail second.
