@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod cloudwatch;
 pub mod forward;
 pub mod prometheus;
+pub mod queue;
 pub mod xray;
 
 use std::sync::Arc;

@@ -304,7 +304,7 @@ impl<S: Sink> Sender<S> {
         loop {
             while let Some(payload) = self.queue.pop() {
                 self.deliver(&payload, &mut last_call).await;
-                self.queue.settle();
+                self.queue.settle(payload.items() as u64);
             }
             if stop.is_cancelled() {
                 // The producer pushed its last flush before cancelling.
@@ -352,7 +352,7 @@ impl<S: Sink> Sender<S> {
             }
             retries += 1;
             counters.retries.inc_by(items);
-            tracing::debug!(exporter = self.queue.label(), retry = retries, error = %err, "cloudwatch retry");
+            tracing::debug!(exporter = self.queue.exporter(), retry = retries, error = %err, "cloudwatch retry");
             tokio::time::sleep(self.retry.backoff.delay(retries, None)).await;
         }
     }
@@ -360,7 +360,7 @@ impl<S: Sink> Sender<S> {
     fn warn_failure(&self, items: u64, why: &str) {
         if self.warn.allow() {
             tracing::warn!(
-                exporter = self.queue.label(),
+                exporter = self.queue.exporter(),
                 items,
                 error = why,
                 "cloudwatch metrics not delivered; counted in tracemap_exporter_failed_total, further failures within 30s only counted"

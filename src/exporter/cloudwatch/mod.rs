@@ -19,15 +19,12 @@ pub mod emf;
 pub mod model;
 pub mod pmd;
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -36,6 +33,7 @@ pub use config::{CloudWatchConfig, CloudWatchMode};
 use model::{ModelConfig, OperationTracker};
 
 use crate::exporter::aws::WarnLimiter;
+use crate::exporter::queue::{BoundedQueue, Budget, Overflow, Weighed};
 use crate::exporter::{
     ExportReport, ExporterCounters, ExporterLabels, ExporterMetrics, join_by, reason,
 };
@@ -117,106 +115,32 @@ impl Payload {
     }
 }
 
-/// Requests between the producer and the sender; bounded, drops oldest.
-#[derive(Debug)]
-pub(crate) struct RequestQueue {
-    requests: Mutex<VecDeque<Payload>>,
-    capacity: usize,
-    ready: Notify,
-    /// Items of the request being sent, for the shutdown accounting.
-    in_flight: AtomicU64,
-    counters: ExporterCounters,
-    label: &'static str,
-    warned_full: AtomicBool,
+impl Weighed for Payload {
+    fn items(&self) -> u64 {
+        Payload::items(self) as u64
+    }
+
+    fn bytes(&self) -> usize {
+        Payload::bytes(self)
+    }
 }
 
-impl RequestQueue {
-    pub(crate) fn new(capacity: usize, counters: ExporterCounters, label: &'static str) -> Self {
-        Self {
-            requests: Mutex::new(VecDeque::new()),
-            capacity,
-            ready: Notify::new(),
-            in_flight: AtomicU64::new(0),
-            counters,
-            label,
-            warned_full: AtomicBool::new(false),
-        }
-    }
+/// Requests between the producer and the sender: the exporters' bounded
+/// queue, `max_queue` requests, dropping the oldest.
+pub(crate) type RequestQueue = BoundedQueue<Payload>;
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Payload>> {
-        self.requests.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn depth(queue: &VecDeque<Payload>) -> i64 {
-        queue.iter().map(Payload::items).sum::<usize>() as i64
-    }
-
-    /// Appends `payloads`, dropping the oldest requests when full.
-    pub(crate) fn push(&self, payloads: Vec<Payload>) {
-        if payloads.is_empty() {
-            return;
-        }
-        let mut dropped = 0;
-        {
-            let mut queue = self.lock();
-            for payload in payloads {
-                if queue.len() >= self.capacity
-                    && let Some(oldest) = queue.pop_front()
-                {
-                    dropped += oldest.items() as u64;
-                }
-                queue.push_back(payload);
-            }
-            self.counters.queue_depth.set(Self::depth(&queue));
-        }
-        if dropped > 0 {
-            self.counters.queue_full.inc_by(dropped);
-            if !self.warned_full.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    exporter = self.label,
-                    capacity = self.capacity,
-                    "cloudwatch queue full, dropping the oldest requests; counted in tracemap_exporter_dropped_total{{reason=\"queue_full\"}}"
-                );
-            }
-        }
-        self.ready.notify_one();
-    }
-
-    pub(crate) fn pop(&self) -> Option<Payload> {
-        let mut queue = self.lock();
-        let payload = queue.pop_front()?;
-        self.counters.queue_depth.set(Self::depth(&queue));
-        // Under the lock, so an item is always queued or in flight.
-        self.in_flight
-            .store(payload.items() as u64, Ordering::Relaxed);
-        Some(payload)
-    }
-
-    pub(crate) fn settle(&self) {
-        self.in_flight.store(0, Ordering::Relaxed);
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
-
-    /// Items queued or in flight.
-    fn pending_items(&self) -> u64 {
-        let queue = self.lock();
-        Self::depth(&queue) as u64 + self.in_flight.load(Ordering::Relaxed)
-    }
-
-    pub(crate) async fn ready(&self) {
-        self.ready.notified().await;
-    }
-
-    pub(crate) fn counters(&self) -> &ExporterCounters {
-        &self.counters
-    }
-
-    pub(crate) fn label(&self) -> &'static str {
-        self.label
-    }
+/// An empty request queue for `label`'s series.
+pub(crate) fn request_queue(
+    capacity: usize,
+    counters: ExporterCounters,
+    label: &'static str,
+) -> RequestQueue {
+    BoundedQueue::new(
+        label,
+        Budget::records(capacity),
+        Overflow::DropOldest,
+        counters,
+    )
 }
 
 /// `tracemap_cloudwatch_folded_dimension_sets_total`: the cardinality bound at work.
@@ -424,7 +348,7 @@ impl CloudWatchExporter {
             .folded
             .get_or_create(&ExporterLabels { exporter: label })
             .clone();
-        let queue = Arc::new(RequestQueue::new(config.max_queue, counters, label));
+        let queue = Arc::new(request_queue(config.max_queue, counters, label));
         let stop_producer = CancellationToken::new();
         let stop_sender = CancellationToken::new();
         let sender = client::Sender {
@@ -504,7 +428,7 @@ async fn produce(
                 folded.inc_by(stats.folded);
                 if stats.minutes > 0 {
                     tracing::debug!(
-                        exporter = queue.label(),
+                        exporter = queue.exporter(),
                         minutes = stats.minutes,
                         requests = stats.requests,
                         items = stats.items,
@@ -516,7 +440,7 @@ async fn produce(
                 queue.push(payloads);
             }
             Err(err) => {
-                tracing::error!(exporter = queue.label(), error = %err, "cloudwatch flush panicked")
+                tracing::error!(exporter = queue.exporter(), error = %err, "cloudwatch flush panicked")
             }
         }
         if last {

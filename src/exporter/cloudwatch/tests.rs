@@ -711,7 +711,7 @@ async fn delivery_retries_gives_up_and_counts() {
 #[test]
 fn full_queue_drops_the_oldest_requests_and_counts_their_items() {
     let metrics = ExporterMetrics::register(&mut Registry::default());
-    let queue = RequestQueue::new(2, metrics.exporter("cloudwatch"), "cloudwatch");
+    let queue = request_queue(2, metrics.exporter("cloudwatch"), "cloudwatch");
     queue.push(vec![events(1), events(2), events(3)]);
     assert_eq!(queue.counters().queue_full.get(), 1);
     assert_eq!(queue.counters().queue_depth.get(), 5);

@@ -22,13 +22,11 @@ pub mod config;
 mod nest;
 pub mod segment;
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::XrayConfig;
 use segment::TranslateConfig;
 
+use crate::exporter::queue::{BoundedQueue, Budget, Overflow, Weighed};
 use crate::exporter::{ExportReport, ExporterCounters, ExporterMetrics, join_by, reason};
 use crate::model::{Span, SpanId};
 use crate::pipeline::{AdmissionGate, SpanConsumer};
@@ -90,23 +89,27 @@ pub struct Document {
     pub escaped: Bytes,
 }
 
-/// The one bounded queue between all workers and the sender.
+impl Weighed for Document {
+    fn items(&self) -> u64 {
+        u64::from(self.spans)
+    }
+
+    fn bytes(&self) -> usize {
+        self.escaped.len() + std::mem::size_of::<Self>()
+    }
+}
+
+/// The one bounded queue between all workers and the sender: the exporters'
+/// [`BoundedQueue`] (drops oldest), plus the admission gate it regulates.
 #[derive(Debug)]
 pub(crate) struct SegmentQueue {
-    docs: Mutex<VecDeque<Document>>,
+    docs: BoundedQueue<Document>,
     capacity: usize,
-    batch_size: usize,
     /// Closed above half full while calls succeed (`backpressure`).
     gate: Option<Arc<AdmissionGate>>,
     /// Whether the last call succeeded; after a failure the queue sheds
     /// instead of holding receivers back.
     healthy: AtomicBool,
-    /// Woken when a full batch is waiting.
-    ready: Notify,
-    /// Spans taken by the sender and not yet sent, failed or dropped.
-    in_flight: AtomicU64,
-    counters: ExporterCounters,
-    warned_full: AtomicBool,
 }
 
 impl SegmentQueue {
@@ -116,22 +119,14 @@ impl SegmentQueue {
         gate: Option<Arc<AdmissionGate>>,
         counters: ExporterCounters,
     ) -> Self {
+        let budget = Budget::records(capacity);
         Self {
-            docs: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            docs: BoundedQueue::new(EXPORTER, budget, Overflow::DropOldest, counters)
+                .wake_at(batch_size),
             capacity,
-            batch_size,
             gate,
             healthy: AtomicBool::new(true),
-            ready: Notify::new(),
-            in_flight: AtomicU64::new(0),
-            counters,
-            warned_full: AtomicBool::new(false),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Document>> {
-        // Pushes and pops leave the deque consistent even if a holder panicked.
-        self.docs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Appends `docs` (emptying it), dropping the oldest queued documents
@@ -140,53 +135,13 @@ impl SegmentQueue {
         if docs.is_empty() {
             return;
         }
-        let mut dropped = 0u64;
-        let len = {
-            let mut queue = self.lock();
-            let overflow = (queue.len() + docs.len()).saturating_sub(self.capacity);
-            if overflow > 0 {
-                // Oldest first: the queue's head, then the head of `docs`.
-                let from_queue = overflow.min(queue.len());
-                dropped = span_count(queue.range(..from_queue))
-                    + span_count(&docs[..overflow - from_queue]);
-                queue.drain(..from_queue);
-                docs.drain(..overflow - from_queue);
-            }
-            queue.extend(docs.drain(..));
-            self.counters.queue_depth.set(queue.len() as i64);
-            self.regulate(queue.len());
-            queue.len()
-        };
-        if dropped > 0 {
-            self.counters.queue_full.inc_by(dropped);
-            if !self.warned_full.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    exporter = EXPORTER,
-                    capacity = self.capacity,
-                    "x-ray queue full, dropping the oldest segments; counted in tracemap_exporter_dropped_total{{reason=\"queue_full\"}}"
-                );
-            }
-        }
-        if len >= self.batch_size {
-            self.ready.notify_one();
-        }
+        self.docs
+            .push_observed(docs.drain(..), |len| self.regulate(len));
     }
 
     /// Up to `max` documents from the head, if at least `min` (and one) are queued.
     pub(crate) fn take(&self, min: usize, max: usize) -> Option<Vec<Document>> {
-        let mut queue = self.lock();
-        if queue.is_empty() || queue.len() < min {
-            return None;
-        }
-        let count = max.min(queue.len());
-        let batch: Vec<Document> = queue.drain(..count).collect();
-        self.counters.queue_depth.set(queue.len() as i64);
-        self.regulate(queue.len());
-        // Counted before the lock is released, so a document is always
-        // either queued or in flight for the shutdown accounting.
-        self.in_flight
-            .fetch_add(span_count(&batch), Ordering::Relaxed);
-        Some(batch)
+        self.docs.take_observed(min, max, |len| self.regulate(len))
     }
 
     /// Closes the gate at half full while calls succeed, opens it at three
@@ -205,28 +160,27 @@ impl SegmentQueue {
     /// Records whether the last call succeeded; a failure releases receivers.
     pub(crate) fn set_healthy(&self, healthy: bool) {
         if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
-            let queue = self.lock();
-            self.regulate(queue.len());
+            self.docs.observe(|len| self.regulate(len));
         }
     }
 
-    /// Spans queued now.
-    fn spans(&self) -> u64 {
-        span_count(self.lock().iter())
+    /// Spans queued or in flight.
+    fn pending_spans(&self) -> u64 {
+        self.docs.pending_items()
     }
 
     /// Marks `spans` in flight as settled (sent, failed).
     pub(crate) fn settle(&self, spans: u64) {
-        self.in_flight.fetch_sub(spans, Ordering::Relaxed);
+        self.docs.settle(spans);
     }
 
     pub(crate) fn counters(&self) -> &ExporterCounters {
-        &self.counters
+        self.docs.counters()
     }
 
     /// Returns once a full batch may be waiting (a wake-up is never lost).
     pub(crate) async fn full_batch(&self) {
-        self.ready.notified().await;
+        self.docs.ready().await;
     }
 }
 
@@ -362,7 +316,7 @@ impl XrayExporter {
         self.stop.cancel();
         // Aborting the sender aborts its calls (they live in its JoinSet).
         join_by(deadline, self.sender).await;
-        let lost = self.queue.spans() + self.queue.in_flight.load(Ordering::Relaxed);
+        let lost = self.queue.pending_spans();
         let counters = self.queue.counters();
         if lost > 0 {
             counters.dropped(reason::SHUTDOWN, lost);
@@ -414,7 +368,7 @@ pub(crate) mod tests {
         let batch = queue.take(1, 50).unwrap();
         assert_eq!(ids(&batch), [10, 11, 12, 13, 14]);
         assert_eq!(queue.counters().queue_depth.get(), 0);
-        assert_eq!(queue.in_flight.load(Ordering::Relaxed), 5);
+        assert_eq!(queue.pending_spans(), 5, "in flight");
     }
 
     #[test]
