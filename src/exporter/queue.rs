@@ -6,17 +6,27 @@
 //! once, then only counted), [`Overflow::Refuse`] hands the records that do
 //! not fit back to the caller, who refuses them upstream. Records taken by
 //! the sender stay counted as in flight until settled, so shutdown can say
-//! exactly what was lost. The disk tier of the durable-queue work goes under
+//! exactly what was lost.
+//!
+//! A refusing queue can also admit before it queues: permits for the
+//! records are taken first (waiting for room, or not), so a request that
+//! spans several queues is admitted to all of them or none, and the room
+//! comes back only when the records leave for good ([`BoundedQueue::release`]),
+//! so the bound covers queued and in-flight records alike. A request bigger
+//! than the whole queue takes every permit and runs up a debt its own
+//! release pays first: the bound is passed by at most one request and never
+//! drifts. The disk tier of the durable-queue work goes under
 //! this type: records are already what the sender will send.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::ExporterCounters;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// What a record weighs against a queue's budgets.
 pub trait Weighed {
@@ -74,6 +84,8 @@ struct State<T> {
     bytes: usize,
     /// When the oldest queued record arrived.
     since: Option<Instant>,
+    /// Records admitted beyond the permits they took (oversize requests).
+    debt: usize,
 }
 
 /// A bounded queue of `T`; see the module docs.
@@ -84,20 +96,27 @@ pub struct BoundedQueue<T> {
     overflow: Overflow,
     state: Mutex<State<T>>,
     ready: Notify,
+    /// Refuse: room for admitted records (queued and in flight).
+    room: Option<Arc<Semaphore>>,
     /// [`BoundedQueue::ready`] wakes once this many records are queued.
     wake_at: usize,
     in_flight: AtomicU64,
-    counters: ExporterCounters,
+    /// Items waiting (refuse: admitted and not yet released).
+    depth: Gauge,
+    /// Items dropped to make room (`reason="queue_full"`).
+    dropped: Counter,
     full: WarnOnce,
 }
 
 impl<T: Weighed> BoundedQueue<T> {
-    /// An empty queue; `counters` are the exporter's series.
+    /// An empty queue reporting through `depth` and `dropped` (the
+    /// exporter's `queue_depth` and `queue_full` series).
     pub fn new(
         exporter: &'static str,
         budget: Budget,
         overflow: Overflow,
-        counters: ExporterCounters,
+        depth: Gauge,
+        dropped: Counter,
     ) -> Self {
         Self {
             exporter,
@@ -108,11 +127,14 @@ impl<T: Weighed> BoundedQueue<T> {
                 items: 0,
                 bytes: 0,
                 since: None,
+                debt: 0,
             }),
             ready: Notify::new(),
+            room: (overflow == Overflow::Refuse).then(|| Arc::new(Semaphore::new(budget.records))),
             wake_at: 1,
             in_flight: AtomicU64::new(0),
-            counters,
+            depth,
+            dropped,
             full: WarnOnce::default(),
         }
     }
@@ -163,12 +185,12 @@ impl<T: Weighed> BoundedQueue<T> {
             if !state.records.is_empty() {
                 state.since.get_or_insert_with(Instant::now);
             }
-            self.counters.queue_depth.set(state.items as i64);
+            self.depth.set(state.items as i64);
             observe(state.records.len());
             state.records.len()
         };
         if dropped > 0 {
-            self.counters.queue_full.inc_by(dropped);
+            self.dropped.inc_by(dropped);
             if self.full.first() {
                 tracing::warn!(
                     exporter = self.exporter,
@@ -207,9 +229,14 @@ impl<T: Weighed> BoundedQueue<T> {
         state.items -= items;
         state.bytes -= batch.iter().map(Weighed::bytes).sum::<usize>();
         state.since = (!state.records.is_empty()).then(Instant::now);
-        self.counters.queue_depth.set(state.items as i64);
+        if self.room.is_none() {
+            self.depth.set(state.items as i64);
+        }
         // Under the lock: an item is always either queued or in flight.
-        self.in_flight.fetch_add(items, Ordering::Relaxed);
+        // (Refuse: release is the accounting; nothing to settle.)
+        if self.room.is_none() {
+            self.in_flight.fetch_add(items, Ordering::Relaxed);
+        }
         observe(state.records.len());
         Some(batch)
     }
@@ -217,6 +244,94 @@ impl<T: Weighed> BoundedQueue<T> {
     /// [`BoundedQueue::take_observed`] with nothing to observe.
     pub fn take(&self, min: usize, max: usize) -> Option<Vec<T>> {
         self.take_observed(min, max, |_| {})
+    }
+
+    /// Refuse: permits for up to `count` records without waiting.
+    pub fn try_admit(&self, count: usize) -> Option<OwnedSemaphorePermit> {
+        let room = self
+            .room
+            .as_ref()
+            .expect("admission is for refusing queues");
+        room.clone()
+            .try_acquire_many_owned(self.permits_for(count))
+            .ok()
+    }
+
+    /// Refuse: permits for up to `count` records, waiting for room; `None`
+    /// once the queue is closed.
+    pub async fn admit(&self, count: usize) -> Option<OwnedSemaphorePermit> {
+        let room = self
+            .room
+            .as_ref()
+            .expect("admission is for refusing queues");
+        room.clone()
+            .acquire_many_owned(self.permits_for(count))
+            .await
+            .ok()
+    }
+
+    fn permits_for(&self, count: usize) -> u32 {
+        u32::try_from(count.min(self.budget.records)).unwrap_or(u32::MAX)
+    }
+
+    /// Refuse: queues records admitted with `permit`; their room comes back
+    /// through [`BoundedQueue::release`] when they leave.
+    pub fn push_admitted(&self, records: Vec<T>, permit: OwnedSemaphorePermit) {
+        let count = records.len();
+        let held = permit.num_permits();
+        permit.forget();
+        {
+            let mut state = self.lock();
+            state.debt += count.saturating_sub(held);
+            if state.records.is_empty() {
+                state.since = Some(Instant::now());
+            }
+            for record in records {
+                state.items += record.items();
+                state.bytes += record.bytes();
+                state.records.push_back(record);
+            }
+        }
+        self.depth.inc_by(count as i64);
+        if count > 0 {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Puts records taken for a batch back at the head (a batch split).
+    pub fn unshift(&self, records: Vec<T>) {
+        let mut state = self.lock();
+        for record in records.into_iter().rev() {
+            state.items += record.items();
+            state.bytes += record.bytes();
+            state.records.push_front(record);
+        }
+        state.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Refuse: gives back the room of `count` admitted records that left
+    /// for good (delivered, dropped and counted, or moved elsewhere).
+    pub fn release(&self, count: usize) {
+        let returned = {
+            let mut state = self.lock();
+            let paid = state.debt.min(count);
+            state.debt -= paid;
+            count - paid
+        };
+        if let Some(room) = &self.room {
+            room.add_permits(returned);
+        }
+        self.depth.dec_by(count as i64);
+    }
+
+    /// Nothing queued and (refuse) every admitted record released.
+    pub fn is_idle(&self) -> bool {
+        let empty = self.is_empty();
+        let released = self
+            .room
+            .as_ref()
+            .is_none_or(|room| room.available_permits() == self.budget.records);
+        empty && released && self.in_flight.load(Ordering::Relaxed) == 0
     }
 
     /// The head record, in flight until settled.
@@ -273,17 +388,11 @@ impl<T: Weighed> BoundedQueue<T> {
     pub fn exporter(&self) -> &'static str {
         self.exporter
     }
-
-    /// The exporter's series.
-    pub fn counters(&self) -> &ExporterCounters {
-        &self.counters
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exporter::ExporterMetrics;
 
     #[derive(Debug, PartialEq)]
     struct Record {
@@ -306,8 +415,13 @@ mod tests {
     }
 
     fn queue(budget: Budget, overflow: Overflow) -> BoundedQueue<Record> {
-        let metrics = ExporterMetrics::register(&mut Default::default());
-        BoundedQueue::new("test", budget, overflow, metrics.exporter("test"))
+        BoundedQueue::new(
+            "test",
+            budget,
+            overflow,
+            Gauge::default(),
+            Counter::default(),
+        )
     }
 
     fn ids(batch: &[Record]) -> Vec<u32> {
@@ -319,12 +433,8 @@ mod tests {
         let q = queue(Budget::records(4), Overflow::DropOldest);
         assert!(q.push(records(1..=3, 2, 10)).is_empty());
         assert!(q.push(records(4..=6, 2, 10)).is_empty());
-        assert_eq!(
-            q.counters().queue_full.get(),
-            2 * 2,
-            "two records of two items"
-        );
-        assert_eq!(q.counters().queue_depth.get(), 4 * 2);
+        assert_eq!(q.dropped.get(), 2 * 2, "two records of two items");
+        assert_eq!(q.depth.get(), 4 * 2);
         assert!(q.full.0.load(Ordering::Relaxed), "warned");
         assert_eq!(ids(&q.take(1, 10).unwrap()), [3, 4, 5, 6]);
     }
@@ -340,7 +450,7 @@ mod tests {
         );
         q.push(records(1..=3, 1, 10));
         assert_eq!(q.len(), 2, "30 bytes over a 25-byte budget");
-        assert_eq!(q.counters().queue_full.get(), 1);
+        assert_eq!(q.dropped.get(), 1);
         q.push([Record {
             id: 9,
             items: 1,
@@ -358,7 +468,7 @@ mod tests {
         let q = queue(Budget::records(3), Overflow::Refuse);
         let refused = q.push(records(1..=5, 1, 1));
         assert_eq!(ids(&refused), [4, 5]);
-        assert_eq!(q.counters().queue_full.get(), 0);
+        assert_eq!(q.dropped.get(), 0);
         assert_eq!(ids(&q.take(1, 10).unwrap()), [1, 2, 3]);
     }
 
@@ -387,6 +497,37 @@ mod tests {
         q.take_observed(1, 3, |len| seen.push(len));
         q.observe(|len| seen.push(len));
         assert_eq!(seen, [4, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn admission_bounds_queued_and_in_flight_until_released() {
+        let q = queue(Budget::records(4), Overflow::Refuse);
+        let permit = q.try_admit(3).unwrap();
+        q.push_admitted(records(1..=3, 1, 1), permit);
+        assert!(q.try_admit(2).is_none(), "3 of 4 taken");
+        let batch = q.take(1, 10).unwrap();
+        assert!(q.try_admit(2).is_none(), "in flight still holds its room");
+        assert!(!q.is_idle());
+        q.unshift(batch);
+        let batch = q.take(1, 2).unwrap();
+        assert_eq!(ids(&batch), [1, 2], "unshifted records come first");
+        q.release(2);
+        assert_eq!(q.depth.get(), 1, "admitted, not released");
+        assert!(q.try_admit(3).is_some(), "room came back");
+    }
+
+    #[tokio::test]
+    async fn an_oversize_request_runs_up_a_debt_its_release_pays_first() {
+        let q = queue(Budget::records(2), Overflow::Refuse);
+        let permit = q.admit(5).await.unwrap();
+        assert_eq!(permit.num_permits(), 2, "every permit, no more");
+        q.push_admitted(records(1..=5, 1, 1), permit);
+        let batch = q.take(1, 10).unwrap();
+        q.release(3);
+        assert!(q.try_admit(1).is_none(), "the debt is paid first");
+        q.release(batch.len() - 3);
+        assert!(q.is_idle(), "all room back, never more than the budget");
+        assert!(q.try_admit(3).is_some_and(|p| p.num_permits() == 2));
     }
 
     #[test]

@@ -127,7 +127,26 @@ impl Weighed for Payload {
 
 /// Requests between the producer and the sender: the exporters' bounded
 /// queue, `max_queue` requests, dropping the oldest.
-pub(crate) type RequestQueue = BoundedQueue<Payload>;
+#[derive(Debug)]
+pub(crate) struct RequestQueue {
+    requests: BoundedQueue<Payload>,
+    counters: ExporterCounters,
+}
+
+impl std::ops::Deref for RequestQueue {
+    type Target = BoundedQueue<Payload>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.requests
+    }
+}
+
+impl RequestQueue {
+    /// The exporter's series.
+    pub(crate) fn counters(&self) -> &ExporterCounters {
+        &self.counters
+    }
+}
 
 /// An empty request queue for `label`'s series.
 pub(crate) fn request_queue(
@@ -135,12 +154,16 @@ pub(crate) fn request_queue(
     counters: ExporterCounters,
     label: &'static str,
 ) -> RequestQueue {
-    BoundedQueue::new(
-        label,
-        Budget::records(capacity),
-        Overflow::DropOldest,
+    RequestQueue {
+        requests: BoundedQueue::new(
+            label,
+            Budget::records(capacity),
+            Overflow::DropOldest,
+            counters.queue_depth.clone(),
+            counters.queue_full.clone(),
+        ),
         counters,
-    )
+    }
 }
 
 /// `tracemap_cloudwatch_folded_dimension_sets_total`: the cardinality bound at work.

@@ -1,20 +1,18 @@
 //! One gateway: its bounded queue and the task that batches, sends,
 //! retries and fails over.
 //!
-//! Admission takes semaphore permits, one per span, so the queue bound
-//! covers spans queued *and* in flight; permits come back only when a
-//! span is delivered, dropped (counted) or moved to another gateway. A
-//! request bigger than a whole queue takes every permit and runs up a
-//! debt that its own release pays first, so the bound is exceeded by at
-//! most one request and never drifts.
+//! The queue is the exporters' refusing [`BoundedQueue`]: admission takes
+//! permits for every span before any is queued, so the bound covers spans
+//! queued *and* in flight, and permits come back only when a span is
+//! delivered, dropped (counted) or moved to another gateway.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::client::GatewayClient;
@@ -23,6 +21,7 @@ use super::rendezvous::{self, trace_hash};
 use super::retry::{Attempt, Outcome, failure};
 use super::{Members, Shared, drop_reason};
 use crate::exporter::backoff::Backoff;
+use crate::exporter::queue::{BoundedQueue, Budget, Overflow, WarnOnce, Weighed};
 use crate::model::Span;
 
 /// How often an idle sender re-checks during shutdown whether every
@@ -35,26 +34,25 @@ pub(super) struct Gateway {
     pub key: Arc<str>,
     /// [`rendezvous::gateway_seed`] of the key.
     pub seed: u64,
-    /// Spans that may still enter (queued and in flight count against it).
-    pub room: Arc<Semaphore>,
-    /// `queue_size`.
-    pub capacity: usize,
+    /// The exporters' bounded queue, refusing: `queue_size` spans admitted
+    /// (queued and in flight) at most.
+    spans: BoundedQueue<Span>,
     up: AtomicBool,
-    state: Mutex<QueueState>,
+    /// When the gateway left the set; its sender then moves its spans.
+    retired_at: Mutex<Option<Instant>>,
     wake: Notify,
-    depth: Gauge,
     up_gauge: Gauge,
 }
 
-#[derive(Default)]
-struct QueueState {
-    spans: VecDeque<Span>,
-    /// Spans admitted beyond the permits they took (oversize requests).
-    debt: usize,
-    /// When the oldest queued span arrived, for `flush_interval`.
-    since: Option<Instant>,
-    /// When the gateway left the set; its sender then moves its spans.
-    retired_at: Option<Instant>,
+impl Weighed for Span {
+    fn items(&self) -> u64 {
+        1
+    }
+
+    fn bytes(&self) -> usize {
+        // The attributes stay in shared request buffers: the span's own share.
+        std::mem::size_of::<Span>() + self.name.len()
+    }
 }
 
 impl Gateway {
@@ -65,18 +63,19 @@ impl Gateway {
         Self {
             key: key.into(),
             seed: rendezvous::gateway_seed(key),
-            room: Arc::new(Semaphore::new(capacity)),
-            capacity,
+            // Never drops: a refusing queue's admission is its bound.
+            spans: BoundedQueue::new(
+                super::EXPORTER,
+                Budget::records(capacity),
+                Overflow::Refuse,
+                depth,
+                Counter::default(),
+            ),
             up: AtomicBool::new(true),
-            state: Mutex::new(QueueState::default()),
+            retired_at: Mutex::new(None),
             wake: Notify::new(),
-            depth,
             up_gauge,
         }
-    }
-
-    fn state(&self) -> MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether traces should be placed here.
@@ -86,71 +85,48 @@ impl Gateway {
 
     /// Takes `permits` for up to `count` spans without waiting.
     pub(super) fn try_admit(&self, count: usize) -> Option<OwnedSemaphorePermit> {
-        let want = u32::try_from(count.min(self.capacity)).unwrap_or(u32::MAX);
-        self.room.clone().try_acquire_many_owned(want).ok()
+        self.spans.try_admit(count)
     }
 
     /// Permits for up to `count` spans, waiting for room.
     pub(super) async fn admit(&self, count: usize) -> Option<OwnedSemaphorePermit> {
-        let want = u32::try_from(count.min(self.capacity)).unwrap_or(u32::MAX);
-        self.room.clone().acquire_many_owned(want).await.ok()
+        self.spans.admit(count).await
     }
 
     /// Queues spans admitted with `permit`.
     pub(super) fn push(&self, spans: Vec<Span>, permit: OwnedSemaphorePermit) {
-        let count = spans.len();
-        let held = permit.num_permits();
-        // Returned span by span as they leave, in `release`.
-        permit.forget();
-        {
-            let mut state = self.state();
-            state.debt += count.saturating_sub(held);
-            if state.spans.is_empty() {
-                state.since = Some(Instant::now());
-            }
-            state.spans.extend(spans);
-        }
-        self.depth.inc_by(count as i64);
+        self.spans.push_admitted(spans, permit);
         self.wake.notify_one();
     }
 
     /// Puts spans taken for a batch back at the front (a batch split).
     fn unshift(&self, spans: Vec<Span>) {
-        let mut state = self.state();
-        for span in spans.into_iter().rev() {
-            state.spans.push_front(span);
-        }
-        state.since.get_or_insert_with(Instant::now);
+        self.spans.unshift(spans);
     }
 
     /// Up to `max` spans from the front.
     fn take(&self, max: usize) -> Vec<Span> {
-        let mut state = self.state();
-        let count = state.spans.len().min(max);
-        let batch: Vec<Span> = state.spans.drain(..count).collect();
-        state.since = (!state.spans.is_empty()).then(Instant::now);
-        batch
+        self.spans.take(1, max).unwrap_or_default()
     }
 
     /// Gives back the room of `count` spans that left this gateway.
     fn release(&self, count: usize) {
-        let returned = {
-            let mut state = self.state();
-            let paid = state.debt.min(count);
-            state.debt -= paid;
-            count - paid
-        };
-        self.room.add_permits(returned);
-        self.depth.dec_by(count as i64);
+        self.spans.release(count);
     }
 
     pub(super) fn retire(&self) {
-        self.state().retired_at.get_or_insert_with(Instant::now);
+        self.retired_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(Instant::now);
         self.wake.notify_one();
     }
 
     fn retired_at(&self) -> Option<Instant> {
-        self.state().retired_at
+        *self
+            .retired_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn set_up(&self, up: bool) {
@@ -176,9 +152,9 @@ pub(super) struct Sender {
     /// While down: when the gateway may be tried again.
     next_probe: Instant,
     /// Hot-path warnings are logged once, then only counted.
-    warned_exhausted: bool,
-    warned_rejected: bool,
-    warned_too_large: bool,
+    warned_exhausted: WarnOnce,
+    warned_rejected: WarnOnce,
+    warned_too_large: WarnOnce,
 }
 
 impl Sender {
@@ -191,9 +167,9 @@ impl Sender {
             },
             failures: 0,
             next_probe: Instant::now(),
-            warned_exhausted: false,
-            warned_rejected: false,
-            warned_too_large: false,
+            warned_exhausted: WarnOnce::default(),
+            warned_rejected: WarnOnce::default(),
+            warned_too_large: WarnOnce::default(),
             gateway,
             shared,
             client,
@@ -224,22 +200,19 @@ impl Sender {
             let retired_at = self.gateway.retired_at();
             let down = !self.gateway.is_up();
             let mut wake_at = None;
-            {
-                let state = self.gateway.state();
-                if let Some(since) = state.since
-                    && !state.spans.is_empty()
-                {
-                    let due = since + config.flush_interval;
-                    let hurry = closing || retired_at.is_some() || down;
-                    if hurry || now >= due || state.spans.len() >= config.max_batch {
-                        drop(state);
-                        return Some(self.gateway.take(config.max_batch));
+            if let Some(since) = self.gateway.spans.oldest() {
+                let due = since + config.flush_interval;
+                let hurry = closing || retired_at.is_some() || down;
+                if hurry || now >= due || self.gateway.spans.len() >= config.max_batch {
+                    let batch = self.gateway.take(config.max_batch);
+                    if !batch.is_empty() {
+                        return Some(batch);
                     }
-                    wake_at = Some(due);
+                    continue;
                 }
+                wake_at = Some(due);
             }
-            let idle = self.gateway.depth.get() == 0
-                && self.gateway.room.available_permits() == self.gateway.capacity;
+            let idle = self.gateway.spans.is_idle();
             if closing && self.shared.pending() == 0 {
                 return None;
             }
@@ -334,7 +307,7 @@ impl Sender {
                     metrics.failed(failure::REJECTED).inc();
                     metrics.dropped(drop_reason::REJECTED).inc_by(count as u64);
                     if let Attempt::Status(status) = &attempt
-                        && !std::mem::replace(&mut self.warned_rejected, true)
+                        && self.warned_rejected.first()
                     {
                         tracing::warn!(gateway = %self.gateway.key, spans = count, code = ?status.code(), message = status.message(), "gateway rejected spans; dropped (counted in tracemap_exporter_dropped_total)");
                     }
@@ -347,7 +320,7 @@ impl Sender {
                 metrics
                     .dropped(drop_reason::RETRIES_EXHAUSTED)
                     .inc_by(spans.len() as u64);
-                if !std::mem::replace(&mut self.warned_exhausted, true) {
+                if self.warned_exhausted.first() {
                     tracing::warn!(gateway = %self.gateway.key, spans = spans.len(), "retries exhausted, spans dropped (counted in tracemap_exporter_dropped_total)");
                 }
                 self.finish(spans.len());
@@ -377,7 +350,7 @@ impl Sender {
             }
             if batch.spans().len() == 1 {
                 self.shared.metrics.dropped(drop_reason::TOO_LARGE).inc();
-                if !std::mem::replace(&mut self.warned_too_large, true) {
+                if self.warned_too_large.first() {
                     tracing::warn!(gateway = %self.gateway.key, bytes, "span larger than exporters.forward.max_request_bytes; dropped (counted)");
                 }
                 self.finish(1);

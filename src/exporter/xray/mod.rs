@@ -104,6 +104,7 @@ impl Weighed for Document {
 #[derive(Debug)]
 pub(crate) struct SegmentQueue {
     docs: BoundedQueue<Document>,
+    counters: ExporterCounters,
     capacity: usize,
     /// Closed above half full while calls succeed (`backpressure`).
     gate: Option<Arc<AdmissionGate>>,
@@ -121,8 +122,15 @@ impl SegmentQueue {
     ) -> Self {
         let budget = Budget::records(capacity);
         Self {
-            docs: BoundedQueue::new(EXPORTER, budget, Overflow::DropOldest, counters)
-                .wake_at(batch_size),
+            docs: BoundedQueue::new(
+                EXPORTER,
+                budget,
+                Overflow::DropOldest,
+                counters.queue_depth.clone(),
+                counters.queue_full.clone(),
+            )
+            .wake_at(batch_size),
+            counters,
             capacity,
             gate,
             healthy: AtomicBool::new(true),
@@ -175,7 +183,7 @@ impl SegmentQueue {
     }
 
     pub(crate) fn counters(&self) -> &ExporterCounters {
-        self.docs.counters()
+        &self.counters
     }
 
     /// Returns once a full batch may be waiting (a wake-up is never lost).
