@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Mode, ValidConfig};
 use crate::exporter::ExporterMetrics;
 use crate::exporter::cloudwatch::{CloudWatchError, CloudWatchExporter};
+use crate::exporter::disk::Durability;
 use crate::exporter::forward::{ForwardError, Forwarder};
 use crate::exporter::prometheus::ServiceGraphCollector;
-use crate::exporter::xray::{XrayError, XrayExporter};
+use crate::exporter::xray::{self, XrayError, XrayExporter};
 use crate::graph::{Graph, unix_minute};
 use crate::pipeline::{ConsumerFactory, DrainReport, Pipeline, PipelineError, SpanConsumer};
 use crate::receiver::{ReceiverMetrics, otlp_grpc, otlp_http};
@@ -120,9 +121,18 @@ impl App {
         let mut registry = Registry::default();
         let receiver_metrics = ReceiverMetrics::register(&mut registry);
         let exporter_metrics = ExporterMetrics::register(&mut registry);
+        let xray_queue = &config.exporters.xray.queue;
+        let xray_disk =
+            (xray_queue.durability(config.storage.enabled) == Durability::Disk).then(|| {
+                xray_queue.settings(
+                    &config.storage.data_dir,
+                    xray::EXPORTER,
+                    xray::MAX_DOCUMENT_AGE,
+                )
+            });
         let xray = match config.exporters.xray.enabled {
             true => Some(
-                XrayExporter::start(&sections.xray, &exporter_metrics)
+                XrayExporter::start(&sections.xray, &exporter_metrics, xray_disk)
                     .await
                     .map_err(AppError::Xray)?,
             ),
@@ -184,6 +194,9 @@ impl App {
         };
         if let Some(xray) = &xray {
             pipeline.add_gate(xray.admission_gate());
+            if xray.is_durable() {
+                pipeline.acknowledge_consumed();
+            }
         }
         let readiness = Arc::new(Readiness::default());
         let stop_receivers = CancellationToken::new();

@@ -6,12 +6,14 @@
 pub(crate) mod aws;
 pub mod backoff;
 pub mod cloudwatch;
+pub mod disk;
 pub mod forward;
 pub mod prometheus;
 pub mod queue;
 pub mod xray;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -106,6 +108,19 @@ pub struct ExporterMetrics {
     pub(crate) dropped: Family<ReasonLabels, Counter>,
     pub(crate) retries: Family<ExporterLabels, Counter>,
     pub(crate) queue_depth: Family<QueueLabels, Gauge>,
+    pub(crate) queue_bytes: Family<TierLabels, Gauge>,
+    pub(crate) queue_records: Family<TierLabels, Gauge>,
+    pub(crate) queue_oldest_age: Family<ExporterLabels, Gauge<f64, AtomicU64>>,
+    pub(crate) replayed: Family<ExporterLabels, Counter>,
+    pub(crate) replay_duplicates: Family<ExporterLabels, Counter>,
+    pub(crate) disk_errors: Family<ReasonLabels, Counter>,
+}
+
+/// Queue size series: the memory and the disk tier apart.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TierLabels {
+    pub(crate) exporter: &'static str,
+    pub(crate) tier: &'static str,
 }
 
 impl ExporterMetrics {
@@ -136,6 +151,36 @@ impl ExporterMetrics {
             "tracemap_exporter_queue_depth",
             "Items waiting in the exporter's queue (forward: per gateway)",
             metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "tracemap_exporter_queue_bytes",
+            "Bytes the exporter's queue holds, by tier (memory, disk)",
+            metrics.queue_bytes.clone(),
+        );
+        registry.register(
+            "tracemap_exporter_queue_records",
+            "Records waiting in the exporter's queue, by tier (memory, disk)",
+            metrics.queue_records.clone(),
+        );
+        registry.register(
+            "tracemap_exporter_queue_oldest_age_seconds",
+            "Age of the oldest record waiting in the exporter's disk queue",
+            metrics.queue_oldest_age.clone(),
+        );
+        registry.register(
+            "tracemap_exporter_replayed",
+            "Items read again from the disk queue after a restart",
+            metrics.replayed.clone(),
+        );
+        registry.register(
+            "tracemap_exporter_replay_duplicates",
+            "Replayed items that had been handed to the sender before the restart, so may arrive twice",
+            metrics.replay_duplicates.clone(),
+        );
+        registry.register(
+            "tracemap_exporter_disk_errors",
+            "Disk queue storage errors, by reason; new records then wait in memory",
+            metrics.disk_errors.clone(),
         );
         metrics
     }
@@ -195,6 +240,34 @@ impl ExporterCounters {
                 reason,
             })
             .inc_by(count);
+    }
+
+    /// Handles on this exporter's disk-queue series.
+    pub fn disk(&self) -> disk::DiskCounters {
+        let families = &self.families;
+        let exporter = self.exporter;
+        let labels = ExporterLabels { exporter };
+        let tier = TierLabels {
+            exporter,
+            tier: "disk",
+        };
+        let dropped = |reason| {
+            families
+                .dropped
+                .get_or_create_owned(&ReasonLabels { exporter, reason })
+        };
+        disk::DiskCounters {
+            bytes: families.queue_bytes.get_or_create_owned(&tier),
+            records: families.queue_records.get_or_create_owned(&tier),
+            replayed: families.replayed.get_or_create_owned(&labels),
+            duplicates: families.replay_duplicates.get_or_create_owned(&labels),
+            oldest_age: families.queue_oldest_age.get_or_create_owned(&labels),
+            dropped_budget: dropped(disk::reason::DISK_BUDGET),
+            dropped_expired: dropped(disk::reason::EXPIRED),
+            dropped_corrupt: dropped(disk::reason::CORRUPT),
+            errors: families.disk_errors.clone(),
+            exporter,
+        }
     }
 
     /// Items failed for any reason.

@@ -18,7 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -220,11 +220,21 @@ pub trait ForwardReservation: Send {
     fn commit(self: Box<Self>, spans: Vec<Span>);
 }
 
+/// One request's spans for one worker; with `consumed`, the worker says
+/// when its consumers are done with them (`durability: disk`: written to
+/// the exporters' disk queues).
+struct Part {
+    spans: Vec<Span>,
+    consumed: Option<oneshot::Sender<()>>,
+}
+
 /// The sending side, cloned into every receiver.
 #[derive(Clone)]
 pub struct PipelineHandle {
     /// Local workers; none in agent mode without a local graph.
-    shards: Arc<[mpsc::Sender<Vec<Span>>]>,
+    shards: Arc<[mpsc::Sender<Part>]>,
+    /// Answer a request only once every worker has consumed its spans.
+    acknowledge_consumed: bool,
     gates: Arc<[Arc<AdmissionGate>]>,
     /// Agent mode: the gateways every span also goes to.
     forward: Option<Arc<dyn ForwardTarget>>,
@@ -232,7 +242,7 @@ pub struct PipelineHandle {
     metrics: Arc<PipelineMetrics>,
 }
 
-type Permits<'a> = Vec<(mpsc::Permit<'a, Vec<Span>>, Vec<Span>)>;
+type Permits<'a> = Vec<(mpsc::Permit<'a, Part>, Vec<Span>)>;
 
 impl PipelineHandle {
     /// Queues `spans`, all or nothing: either every span is queued or none is.
@@ -254,17 +264,17 @@ impl PipelineHandle {
         }
         let Some(forward) = &self.forward else {
             let permits = self.reserve_local(spans, deadline).await?;
-            self.send_local(permits);
-            return Ok(());
+            return self.send_local(permits).await;
         };
         let reservation = forward.reserve(&spans, deadline).await?;
+        let mut consumed = Ok(());
         if !self.shards.is_empty() {
             // Spans share their buffers: a copy is a few reference counts.
             let permits = self.reserve_local(spans.clone(), deadline).await?;
-            self.send_local(permits);
+            consumed = self.send_local(permits).await;
         }
         reservation.commit(spans);
-        Ok(())
+        consumed
     }
 
     async fn reserve_local(
@@ -293,12 +303,25 @@ impl PipelineHandle {
         Ok(permits)
     }
 
-    fn send_local(&self, permits: Permits<'_>) {
-        for (permit, part) in permits {
+    /// Sends the parts; with `acknowledge_consumed`, waits until every
+    /// worker has run its consumers on them.
+    async fn send_local(&self, permits: Permits<'_>) -> Result<(), Refusal> {
+        let mut waiting = Vec::new();
+        for (permit, spans) in permits {
             self.metrics.queue_depth.inc();
-            self.metrics.queued_spans.inc_by(part.len() as i64);
-            permit.send(part);
+            self.metrics.queued_spans.inc_by(spans.len() as i64);
+            let consumed = self.acknowledge_consumed.then(|| {
+                let (done, wait) = oneshot::channel();
+                waiting.push(wait);
+                done
+            });
+            permit.send(Part { spans, consumed });
         }
+        for wait in waiting {
+            // A worker gone before consuming (a panic): the client retries.
+            wait.await.map_err(|_| Refusal::Closed)?;
+        }
+        Ok(())
     }
 
     fn partition(&self, spans: Vec<Span>) -> Vec<Vec<Span>> {
@@ -400,6 +423,7 @@ impl Pipeline {
         Self {
             handle: PipelineHandle {
                 shards: senders.into(),
+                acknowledge_consumed: false,
                 gates: Arc::new([]),
                 forward,
                 enqueue_timeout: config.enqueue_timeout,
@@ -417,6 +441,12 @@ impl Pipeline {
         let mut gates = self.handle.gates.to_vec();
         gates.push(gate);
         self.handle.gates = gates.into();
+    }
+
+    /// Answers requests only once their spans are consumed (written to the
+    /// exporters' disk queues); handles taken before this call do not.
+    pub fn acknowledge_consumed(&mut self) {
+        self.handle.acknowledge_consumed = true;
     }
 
     /// A handle for receivers.
@@ -449,7 +479,7 @@ async fn futures_join_all(workers: Vec<JoinHandle<()>>) {
 }
 
 struct Worker {
-    rx: mpsc::Receiver<Vec<Span>>,
+    rx: mpsc::Receiver<Part>,
     consumers: Vec<Box<dyn SpanConsumer>>,
     metrics: Arc<PipelineMetrics>,
     processed: Arc<AtomicU64>,
@@ -464,7 +494,12 @@ impl Worker {
             tokio::select! {
                 biased;
                 batch = self.rx.recv() => match batch {
-                    Some(spans) => self.process(&spans),
+                    Some(part) => {
+                        self.process(&part.spans);
+                        if let Some(consumed) = part.consumed {
+                            let _ = consumed.send(());
+                        }
+                    }
                     // Closed and empty: every reserved permit has been sent too.
                     None => break,
                 },

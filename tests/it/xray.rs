@@ -538,7 +538,7 @@ async fn without_backpressure_a_slow_endpoint_overflows_the_queue_which_drops_an
     let endpoint = serve(fake.clone()).await;
     let yaml = xray_yaml(
         &endpoint,
-        "    max_queue: 100\n    max_concurrency: 1\n    flush_interval: 50ms\n    backpressure: false\n",
+        "    durability: memory\n    max_queue: 100\n    max_concurrency: 1\n    flush_interval: 50ms\n    backpressure: false\n",
     );
     let collector = Collector::start_command_env(&["run"], &yaml, FAKE_AWS_ENV);
     let (spans, _) = fresh_spans(2000, 2);
@@ -573,7 +573,7 @@ async fn a_slow_healthy_endpoint_makes_receivers_refuse_instead_of_dropping() {
         "pipeline:\n  enqueue_timeout: 10ms\n{}",
         xray_yaml(
             &endpoint,
-            "    max_queue: 1000\n    max_concurrency: 1\n    flush_interval: 50ms\n",
+            "    durability: memory\n    max_queue: 1000\n    max_concurrency: 1\n    flush_interval: 50ms\n",
         )
     );
     let collector = Collector::start_command_env(&["run"], &yaml, FAKE_AWS_ENV);
@@ -669,7 +669,7 @@ async fn sigterm_flushes_the_queue_and_reports_what_the_deadline_cut() {
         "shutdown_timeout: 2s\n{}",
         xray_yaml(
             &endpoint,
-            "    max_retries: 100\n    retry_max_backoff: 200ms\n"
+            "    durability: memory\n    max_retries: 100\n    retry_max_backoff: 200ms\n"
         )
     );
     let mut collector = Collector::start_command_env(&["run"], &yaml, FAKE_AWS_ENV);

@@ -18,7 +18,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::{Document, EXPORTER, SegmentQueue, XrayConfig, XrayError, span_count};
+use super::{Batch, Document, EXPORTER, SegmentQueue, XrayConfig, XrayError, span_count};
 use crate::exporter::aws::{RetryPolicy, WarnLimiter};
 use crate::exporter::reason;
 use crate::model::SpanId;
@@ -236,15 +236,20 @@ fn report_panic(joined: Result<(), JoinError>) {
 }
 
 /// One batch until every document is sent or given up: unprocessed
-/// documents and retryable failures are re-sent after a back-off.
+/// documents and retryable failures are re-sent after a back-off. A batch
+/// from the disk queue is never given up on a retryable failure: it waits
+/// out the outage (on disk, not in memory, while it lasts), and a shutdown
+/// meanwhile leaves it there for the next start.
 async fn send_batch<C: PutSegments>(
     client: Arc<C>,
-    mut pending: Vec<Document>,
+    mut batch: Batch,
     retry: RetryPolicy,
     queue: Arc<SegmentQueue>,
     warn: Arc<WarnLimiter>,
 ) {
     let counters = queue.counters().clone();
+    let durable = batch.ticket.is_some();
+    let mut pending = std::mem::take(&mut batch.docs);
     let mut retries = 0u32;
     loop {
         let why = match client.put(&pending).await {
@@ -261,9 +266,10 @@ async fn send_batch<C: PutSegments>(
                 }
                 let accepted = before - span_count(&pending);
                 counters.sent.inc_by(accepted);
-                queue.settle(accepted);
+                queue.settle(accepted, &batch);
                 queue.set_healthy(true);
                 if pending.is_empty() {
+                    queue.finish(batch);
                     return;
                 }
                 let first = &unprocessed[0];
@@ -281,12 +287,27 @@ async fn send_batch<C: PutSegments>(
             }
             Err(err) => {
                 queue.set_healthy(false);
-                give_up(&pending, &queue, &warn, &err.to_string(), reason::REJECTED);
+                give_up(
+                    &pending,
+                    &batch,
+                    &queue,
+                    &warn,
+                    &err.to_string(),
+                    reason::REJECTED,
+                );
+                queue.finish(batch);
                 return;
             }
         };
-        if retries >= retry.max_retries {
-            give_up(&pending, &queue, &warn, &why, reason::RETRIES_EXHAUSTED);
+        if retries >= retry.max_retries && !durable {
+            give_up(
+                &pending,
+                &batch,
+                &queue,
+                &warn,
+                &why,
+                reason::RETRIES_EXHAUSTED,
+            );
             return;
         }
         retries += 1;
@@ -298,6 +319,7 @@ async fn send_batch<C: PutSegments>(
 
 fn give_up(
     pending: &[Document],
+    batch: &Batch,
     queue: &SegmentQueue,
     warn: &WarnLimiter,
     why: &str,
@@ -309,7 +331,7 @@ fn give_up(
         reason::REJECTED => counters.failed_rejected.inc_by(spans),
         _ => counters.failed_retries_exhausted.inc_by(spans),
     };
-    queue.settle(spans);
+    queue.settle(spans, batch);
     if warn.allow() {
         tracing::warn!(
             exporter = EXPORTER,
@@ -420,7 +442,7 @@ mod tests {
 
     fn start(config: &XrayConfig, fake: &Arc<Fake>) -> (XrayExporter, ExporterCounters) {
         let metrics = ExporterMetrics::register(&mut Registry::default());
-        let exporter = XrayExporter::with_client(config, fake.clone(), &metrics);
+        let exporter = XrayExporter::with_client(config, fake.clone(), &metrics, None);
         (exporter, metrics.exporter(EXPORTER))
     }
 

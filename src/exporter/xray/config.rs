@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::segment::TranslateConfig;
 use crate::exporter::aws::{AwsTarget, RetryPolicy, check_settings};
+use crate::exporter::disk::DiskQueueConfig;
 use crate::validate::{Invalid, Valid};
 
 /// PutTraceSegments takes at most this many documents per call.
@@ -56,6 +57,9 @@ pub struct XrayConfig {
     /// Time allowed for one PutTraceSegments attempt, connecting included.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// The queue: `durability`, `disk_budget`, `fsync_interval`.
+    #[serde(flatten)]
+    pub queue: DiskQueueConfig,
 }
 
 impl Default for XrayConfig {
@@ -76,6 +80,7 @@ impl Default for XrayConfig {
             retry_initial_backoff: Duration::from_millis(100),
             retry_max_backoff: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            queue: DiskQueueConfig::default(),
         }
     }
 }
@@ -111,6 +116,7 @@ impl XrayConfig {
     }
 
     fn check(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
+        self.queue.check(prefix, invalid);
         let mut fail = |key: &str, reason: String| {
             invalid.push(Invalid {
                 key: format!("{prefix}.{key}"),

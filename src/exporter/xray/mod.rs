@@ -24,7 +24,7 @@ pub mod segment;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinHandle;
@@ -34,7 +34,8 @@ use tokio_util::sync::CancellationToken;
 pub use config::XrayConfig;
 use segment::TranslateConfig;
 
-use crate::exporter::queue::{BoundedQueue, Budget, Overflow, Weighed};
+use crate::exporter::disk::{DiskQueue, DiskSettings, Durable, Ticket};
+use crate::exporter::queue::{BoundedQueue, Budget, Overflow, WarnOnce, Weighed};
 use crate::exporter::{ExportReport, ExporterCounters, ExporterMetrics, join_by, reason};
 use crate::model::{Span, SpanId};
 use crate::pipeline::{AdmissionGate, SpanConsumer};
@@ -99,18 +100,32 @@ impl Weighed for Document {
     }
 }
 
-/// The one bounded queue between all workers and the sender: the exporters'
-/// [`BoundedQueue`] (drops oldest), plus the admission gate it regulates.
+/// The one queue between all workers and the sender: the exporters'
+/// [`BoundedQueue`] in memory (drops oldest), or the [`DiskQueue`] with
+/// that memory queue as its fallback when the disk fails; plus the
+/// admission gate it regulates.
 #[derive(Debug)]
 pub(crate) struct SegmentQueue {
     docs: BoundedQueue<Document>,
+    disk: Option<Arc<DiskQueue<Document>>>,
+    /// The disk failed: new documents wait in memory (warned once).
+    disk_failed: WarnOnce,
     counters: ExporterCounters,
     capacity: usize,
-    /// Closed above half full while calls succeed (`backpressure`).
+    /// Closed above half full while calls succeed (`backpressure`); with a
+    /// disk queue, only when its budget is nearly used up.
     gate: Option<Arc<AdmissionGate>>,
     /// Whether the last call succeeded; after a failure the queue sheds
     /// instead of holding receivers back.
     healthy: AtomicBool,
+}
+
+/// Documents taken for one call, and the disk batch they came from.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) docs: Vec<Document>,
+    /// Acknowledged once the batch is done; none for memory batches.
+    pub(crate) ticket: Option<Ticket>,
 }
 
 impl SegmentQueue {
@@ -130,6 +145,8 @@ impl SegmentQueue {
                 counters.queue_full.clone(),
             )
             .wake_at(batch_size),
+            disk: None,
+            disk_failed: WarnOnce::default(),
             counters,
             capacity,
             gate,
@@ -137,19 +154,54 @@ impl SegmentQueue {
         }
     }
 
-    /// Appends `docs` (emptying it), dropping the oldest queued documents
-    /// when there is no room.
+    /// Keeps documents in `disk` first.
+    pub(crate) fn with_disk(mut self, disk: Arc<DiskQueue<Document>>) -> Self {
+        self.disk = Some(disk);
+        self
+    }
+
+    /// Appends `docs` (emptying it): to the disk queue, written before this
+    /// returns; else (or when the disk fails) to memory, dropping the
+    /// oldest queued documents when there is no room.
     pub(crate) fn push(&self, docs: &mut Vec<Document>) {
         if docs.is_empty() {
             return;
+        }
+        if let Some(disk) = &self.disk {
+            match disk.push(std::mem::take(docs)) {
+                Ok(()) => {
+                    self.regulate_disk(disk);
+                    return;
+                }
+                Err((back, err)) => {
+                    if self.disk_failed.first() {
+                        tracing::error!(exporter = EXPORTER, error = %err,
+                            "x-ray disk queue cannot be written; documents wait in memory until it can (tracemap_exporter_disk_errors_total)");
+                    }
+                    *docs = back;
+                }
+            }
         }
         self.docs
             .push_observed(docs.drain(..), |len| self.regulate(len));
     }
 
-    /// Up to `max` documents from the head, if at least `min` (and one) are queued.
-    pub(crate) fn take(&self, min: usize, max: usize) -> Option<Vec<Document>> {
-        self.docs.take_observed(min, max, |len| self.regulate(len))
+    /// Up to `max` documents from the head, if at least `min` (and one) are
+    /// queued: the disk's first (they are older), then memory's.
+    pub(crate) fn take(&self, min: usize, max: usize) -> Option<Batch> {
+        if let Some(disk) = &self.disk
+            && let Some((docs, ticket)) = disk.take(min, max)
+        {
+            self.regulate_disk(disk);
+            return Some(Batch {
+                docs,
+                ticket: Some(ticket),
+            });
+        }
+        let docs = self
+            .docs
+            .take_observed(min, max, |len| self.regulate(len))?;
+        Some(Batch { docs, ticket: None })
     }
 
     /// Closes the gate at half full while calls succeed, opens it at three
@@ -165,21 +217,49 @@ impl SegmentQueue {
         }
     }
 
+    /// On disk the backlog may grow while X-Ray is down; receivers are held
+    /// back only when nine tenths of the budget are used (open again below
+    /// eight tenths), beyond it the oldest are dropped and counted.
+    fn regulate_disk(&self, disk: &DiskQueue<Document>) {
+        let Some(gate) = &self.gate else { return };
+        let (bytes, budget) = (disk.bytes(), disk.budget());
+        if bytes >= budget / 10 * 9 {
+            gate.close();
+        } else if bytes < budget / 10 * 8 {
+            gate.open();
+        }
+    }
+
     /// Records whether the last call succeeded; a failure releases receivers.
     pub(crate) fn set_healthy(&self, healthy: bool) {
-        if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+        if self.healthy.swap(healthy, Ordering::Relaxed) != healthy && self.disk.is_none() {
             self.docs.observe(|len| self.regulate(len));
         }
     }
 
-    /// Spans queued or in flight.
+    /// Spans queued or in flight in memory: what a shutdown now would
+    /// lose (the disk queue keeps its own for the next start).
     fn pending_spans(&self) -> u64 {
         self.docs.pending_items()
     }
 
-    /// Marks `spans` in flight as settled (sent, failed).
-    pub(crate) fn settle(&self, spans: u64) {
-        self.docs.settle(spans);
+    /// Marks `spans` of a batch in flight as settled (sent, failed).
+    pub(crate) fn settle(&self, spans: u64, batch: &Batch) {
+        if batch.ticket.is_none() {
+            self.docs.settle(spans);
+        }
+    }
+
+    /// The batch is done: its disk records are reclaimed.
+    pub(crate) fn finish(&self, batch: Batch) {
+        if let (Some(disk), Some(ticket)) = (&self.disk, batch.ticket) {
+            disk.ack(ticket);
+        }
+    }
+
+    /// Whether batches come from disk: they are retried until delivered.
+    pub(crate) fn is_durable(&self) -> bool {
+        self.disk.is_some()
     }
 
     pub(crate) fn counters(&self) -> &ExporterCounters {
@@ -188,9 +268,45 @@ impl SegmentQueue {
 
     /// Returns once a full batch may be waiting (a wake-up is never lost).
     pub(crate) async fn full_batch(&self) {
-        self.docs.ready().await;
+        match &self.disk {
+            Some(disk) => tokio::select! {
+                () = disk.ready() => {}
+                () = self.docs.ready() => {}
+            },
+            None => self.docs.ready().await,
+        }
+    }
+
+    /// Flushes the disk queue to stable storage, at shutdown.
+    fn sync(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |disk| {
+            disk.sync();
+            disk.waiting_items()
+        })
     }
 }
+
+impl Durable for Document {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.id.to_bytes());
+        out.extend_from_slice(&self.escaped);
+    }
+
+    fn decode(items: u32, mut payload: Bytes) -> Option<Self> {
+        if payload.len() < 8 {
+            return None;
+        }
+        let id = payload.split_to(8);
+        Some(Self {
+            id: SpanId::from_bytes(id[..].try_into().ok()?),
+            spans: items,
+            escaped: payload,
+        })
+    }
+}
+
+/// X-Ray takes trace ids of the last 30 days; a day of margin for clocks.
+pub const MAX_DOCUMENT_AGE: Duration = Duration::from_secs(29 * 24 * 3600);
 
 /// The spans in `docs`.
 pub(crate) fn span_count<'a>(docs: impl IntoIterator<Item = &'a Document>) -> u64 {
@@ -259,9 +375,12 @@ pub struct XrayExporter {
 impl XrayExporter {
     /// Resolves region and credentials through the AWS SDK's default chain
     /// (and `role_arn`), then starts the sender task.
+    /// With `disk`, documents queue in a [`DiskQueue`] there (falling back
+    /// to memory, logged, if it cannot be opened).
     pub async fn start(
         config: &Valid<XrayConfig>,
         metrics: &Arc<ExporterMetrics>,
+        disk: Option<DiskSettings>,
     ) -> Result<Self, XrayError> {
         let client = client::SdkClient::connect(config).await?;
         tracing::info!(
@@ -270,7 +389,7 @@ impl XrayExporter {
             endpoint = config.endpoint,
             "x-ray exporter started"
         );
-        Ok(Self::with_client(config, client, metrics))
+        Ok(Self::with_client(config, client, metrics, disk))
     }
 
     /// Starts the sender with any PutTraceSegments implementation.
@@ -278,15 +397,28 @@ impl XrayExporter {
         config: &XrayConfig,
         client: C,
         metrics: &Arc<ExporterMetrics>,
+        disk: Option<DiskSettings>,
     ) -> Self {
         let counters = metrics.exporter(EXPORTER);
         let gate = Arc::new(AdmissionGate::default());
-        let queue = Arc::new(SegmentQueue::new(
+        let mut queue = SegmentQueue::new(
             config.max_queue,
             config.batch_size,
             config.backpressure.then(|| gate.clone()),
-            counters,
-        ));
+            counters.clone(),
+        );
+        if let Some(settings) = disk {
+            let dir = settings.dir.clone();
+            match DiskQueue::open(EXPORTER, settings, config.batch_size, counters.disk()) {
+                Ok(disk) => queue = queue.with_disk(disk),
+                Err(err) => {
+                    counters.disk().error(err.reason());
+                    tracing::error!(exporter = EXPORTER, dir = %dir.display(), error = %err,
+                        "x-ray disk queue unusable; queueing in memory (durability: memory)");
+                }
+            }
+        }
+        let queue = Arc::new(queue);
         let stop = CancellationToken::new();
         let sender = client::Sender::new(config, client, queue.clone());
         let sender = tokio::spawn(sender.run(stop.clone()));
@@ -297,6 +429,12 @@ impl XrayExporter {
             stop,
             sender,
         }
+    }
+
+    /// Whether documents queue on disk (requests are then answered once
+    /// their documents are written).
+    pub fn is_durable(&self) -> bool {
+        self.queue.is_durable()
     }
 
     /// The gate receivers wait on while the queue runs behind
@@ -324,6 +462,14 @@ impl XrayExporter {
         self.stop.cancel();
         // Aborting the sender aborts its calls (they live in its JoinSet).
         join_by(deadline, self.sender).await;
+        let kept = self.queue.sync();
+        if kept > 0 {
+            tracing::info!(
+                exporter = EXPORTER,
+                spans = kept,
+                "x-ray: unsent spans stay in the disk queue for the next start"
+            );
+        }
         let lost = self.queue.pending_spans();
         let counters = self.queue.counters();
         if lost > 0 {
@@ -374,7 +520,7 @@ pub(crate) mod tests {
         queue.push(&mut (8..=14).map(doc).collect());
         assert_eq!(queue.counters().queue_full.get(), 2 + 7);
         let batch = queue.take(1, 50).unwrap();
-        assert_eq!(ids(&batch), [10, 11, 12, 13, 14]);
+        assert_eq!(ids(&batch.docs), [10, 11, 12, 13, 14]);
         assert_eq!(queue.counters().queue_depth.get(), 0);
         assert_eq!(queue.pending_spans(), 5, "in flight");
     }
@@ -410,10 +556,10 @@ pub(crate) mod tests {
         queue.push(&mut (1..=2).map(doc).collect());
         assert!(queue.take(3, 3).is_none());
         queue.push(&mut (3..=7).map(doc).collect());
-        assert_eq!(ids(&queue.take(3, 3).unwrap()), [1, 2, 3]);
-        assert_eq!(ids(&queue.take(3, 3).unwrap()), [4, 5, 6]);
+        assert_eq!(ids(&queue.take(3, 3).unwrap().docs), [1, 2, 3]);
+        assert_eq!(ids(&queue.take(3, 3).unwrap().docs), [4, 5, 6]);
         assert!(queue.take(3, 3).is_none());
-        assert_eq!(ids(&queue.take(1, 3).unwrap()), [7]);
+        assert_eq!(ids(&queue.take(1, 3).unwrap().docs), [7]);
         assert!(queue.take(1, 3).is_none());
     }
 }
