@@ -11,6 +11,7 @@ mod cloudwatch_dashboard;
 mod conformance;
 mod demo;
 mod deploy;
+mod durability;
 mod faults;
 mod history;
 mod loadgen;

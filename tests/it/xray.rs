@@ -21,6 +21,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::moto::{FAKE_AWS_ENV, Moto, client_config, moto_server_path};
+use common::xray::{Part, fresh_spans, parts, send_http, wait_metrics, xray_trace_id};
 use common::{Collector, otel_python, request, series_value, test_file};
 use prost::Message;
 use serde_json::{Value, json};
@@ -43,27 +44,6 @@ fn assert_no_failures(text: &str) {
         );
         assert_eq!(series_value(text, series), 0.0, "{series}");
     }
-}
-
-/// The X-Ray form of a W3C trace id.
-fn xray_trace_id(hex: &str) -> String {
-    format!("1-{}-{}", &hex[..8], &hex[8..])
-}
-
-/// A segment or subsegment as read back from X-Ray.
-struct Part {
-    json: Value,
-    /// The id of the segment or subsegment it is embedded in, if it is.
-    within: Option<String>,
-}
-
-/// Adds `doc` and the subsegments embedded in it, keyed by id.
-fn parts(doc: Value, within: Option<String>, out: &mut HashMap<String, Part>) {
-    let id = doc["id"].as_str().unwrap().to_owned();
-    for sub in doc["subsegments"].as_array().into_iter().flatten() {
-        parts(sub.clone(), Some(id.clone()), out);
-    }
-    out.insert(id, Part { json: doc, within });
 }
 
 /// Segments and subsegments of `trace_id` in moto, the embedded ones too,
@@ -436,55 +416,6 @@ fn xray_yaml(endpoint: &str, extra: &str) -> String {
     format!(
         "exporters:\n  xray:\n    enabled: true\n    region: us-east-1\n    endpoint: {endpoint}\n{extra}"
     )
-}
-
-/// `count` spans timed now, in traces of 5, with epoch-prefixed trace ids
-/// (valid under every trace id policy); returns them with their hex ids.
-fn fresh_spans(count: usize, seed: u64) -> (Vec<tracemap::otlp::kit::Span>, Vec<String>) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let start = now.as_nanos() as u64 - 5_000_000;
-    let mut spans = Vec::new();
-    let mut ids = Vec::new();
-    for i in 0..count {
-        let trace = (u128::from(now.as_secs() as u32) << 96)
-            | (u128::from(seed) << 32)
-            | (i / 5 + 1) as u128;
-        let id = (seed << 32) | (i as u64 + 1);
-        let mut span = common::span(trace, id, 2);
-        span.start_time_unix_nano = start;
-        span.end_time_unix_nano = start + 2_000_000;
-        spans.push(span);
-        ids.push(format!("{id:016x}"));
-    }
-    (spans, ids)
-}
-
-async fn send_http(collector: &Collector, spans: Vec<tracemap::otlp::kit::Span>) {
-    let body = request("orders", spans).encode_to_vec();
-    let response = reqwest::Client::new()
-        .post(collector.http_url("/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-}
-
-/// Polls `/metrics` until `done` holds, at most 20 s.
-async fn wait_metrics(collector: &Collector, what: &str, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = collector.metrics_text().await;
-        if done(&text) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,6 +136,8 @@ struct Segment {
 struct Flight {
     start: Pos,
     acked: bool,
+    /// Its segment went over budget while it was in flight.
+    abandoned: bool,
 }
 
 #[derive(Debug)]
@@ -434,6 +436,9 @@ impl<T: Durable> DiskQueue<T> {
             inner.waiting_records -= oldest.records - oldest.read_records;
             inner.waiting_items -= oldest.items - oldest.read_items;
             inner.bytes -= oldest.end;
+            for flight in inner.flights.values_mut() {
+                flight.abandoned |= flight.start.segment <= oldest.id;
+            }
             let next = Pos::start_of(inner.segments.front().expect("one left").id);
             if inner.read < next {
                 inner.read = next;
@@ -494,6 +499,7 @@ impl<T: Durable> DiskQueue<T> {
             Flight {
                 start,
                 acked: false,
+                abandoned: false,
             },
         );
         let positions = Positions {
@@ -581,6 +587,21 @@ impl<T: Durable> DiskQueue<T> {
         self.counters.dropped_corrupt.inc_by(records);
         tracing::error!(exporter = self.exporter, file = %log::segment_path(&self.settings.dir, id).display(),
             records, reason = why, "export queue segment unreadable from here; its remaining records are lost");
+    }
+
+    /// Whether the batch of `ticket` came from a segment the budget has
+    /// since dropped: its sender stops retrying and counts what is left of
+    /// it as dropped (`disk_budget`), so exactly the oldest are lost.
+    pub fn is_abandoned(&self, ticket: &Ticket) -> bool {
+        self.lock()
+            .flights
+            .get(&ticket.0)
+            .is_some_and(|f| f.abandoned)
+    }
+
+    /// Counts `items` of an abandoned batch as dropped (`disk_budget`).
+    pub fn count_abandoned(&self, items: u64) {
+        self.counters.dropped_budget.inc_by(items);
     }
 
     /// The batch of `ticket` is done (delivered, or failed for good and

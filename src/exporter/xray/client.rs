@@ -314,6 +314,10 @@ async fn send_batch<C: PutSegments>(
         tracing::debug!(exporter = EXPORTER, retry = retries, reason = %why, "x-ray retry");
         counters.retries.inc_by(span_count(&pending));
         tokio::time::sleep(retry.backoff.delay(retries, None)).await;
+        if queue.is_abandoned(&batch) {
+            queue.drop_abandoned(span_count(&pending), batch);
+            return;
+        }
     }
 }
 

@@ -257,6 +257,23 @@ impl SegmentQueue {
         }
     }
 
+    /// Whether `batch` came from disk records the budget has dropped
+    /// since it was taken (its sender then stops retrying it).
+    pub(crate) fn is_abandoned(&self, batch: &Batch) -> bool {
+        match (&self.disk, &batch.ticket) {
+            (Some(disk), Some(ticket)) => disk.is_abandoned(ticket),
+            _ => false,
+        }
+    }
+
+    /// Counts the `spans` left of an abandoned batch as dropped and ends it.
+    pub(crate) fn drop_abandoned(&self, spans: u64, batch: Batch) {
+        if let Some(disk) = &self.disk {
+            disk.count_abandoned(spans);
+        }
+        self.finish(batch);
+    }
+
     /// Whether batches come from disk: they are retried until delivered.
     pub(crate) fn is_durable(&self) -> bool {
         self.disk.is_some()

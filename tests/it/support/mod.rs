@@ -3,6 +3,7 @@
 
 pub mod fault_proxy;
 pub mod moto;
+pub mod xray;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -62,7 +63,17 @@ impl Collector {
     /// directory (`data/`) under `dir`, which outlives the process, so a
     /// second start finds what the first wrote.
     pub fn start_in(dir: &std::path::Path, command: &[&str], yaml: &str) -> Self {
-        Self::spawn(dir, command, yaml, &[], "127.0.0.1:0".parse().unwrap())
+        Self::start_in_env(dir, command, yaml, &[])
+    }
+
+    /// As [`Collector::start_in`], with extra environment variables.
+    pub fn start_in_env(
+        dir: &std::path::Path,
+        command: &[&str],
+        yaml: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::spawn(dir, command, yaml, env, "127.0.0.1:0".parse().unwrap())
     }
 
     fn spawn(
