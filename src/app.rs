@@ -170,11 +170,15 @@ impl App {
         let (mut pipeline, forwarder) = match config.mode {
             Mode::Agent => {
                 let forward = &config.exporters.forward;
+                let forward_disk = (forward.queue.durability(config.storage.enabled)
+                    == Durability::Disk)
+                    .then(|| config.storage.data_dir.clone());
                 let forwarder = Forwarder::start(
                     &sections.forward,
                     config.pipeline.enqueue_timeout,
                     &mut registry,
                     &exporter_metrics,
+                    forward_disk,
                 )
                 .await?;
                 let local: Option<&dyn Fn(usize) -> Vec<Box<dyn SpanConsumer>>> =

@@ -166,10 +166,13 @@ async fn gateways_add_up_to_the_standalone_graph_through_a_gateway_restart() {
         .collect();
     let standalone = Collector::start_with_config(GRAPH);
     let endpoints: Vec<String> = gateways.iter().map(|g| format!("\"{}\"", g.grpc)).collect();
-    // Short backoffs and a retry budget well past the outage below.
+    // Short backoffs and a retry budget well past the outage below. In
+    // memory: this checks that queued traces fail over, and records on
+    // disk wait for their own gateway instead (tests/it/forward_durability.rs).
     let agent_yaml = format!(
         "mode: agent\nexporters:\n  forward:\n    endpoints: [{}]\n    flush_interval: 50ms\n    \
-         initial_backoff: 50ms\n    max_backoff: 500ms\n    max_retries: 40\n    connect_timeout: 500ms\n",
+         initial_backoff: 50ms\n    max_backoff: 500ms\n    max_retries: 40\n    connect_timeout: 500ms\n    \
+         durability: memory\n",
         endpoints.join(", ")
     );
     let agents = [

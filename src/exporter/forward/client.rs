@@ -1,8 +1,11 @@
 //! The OTLP/gRPC client of one gateway: tonic's channel, and a codec that
-//! encodes the batch straight into tonic's send buffer.
+//! encodes the batch straight into tonic's send buffer (or copies a request
+//! already encoded, from the disk queue).
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::{BufMut as _, Bytes};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message as _;
@@ -49,12 +52,21 @@ impl GatewayClient {
     /// Sends `spans` as one `ExportTraceServiceRequest`, encoded straight
     /// into tonic's send buffer (no copy of the request in between).
     pub async fn export(&mut self, spans: Arc<Batch>) -> Attempt {
+        self.call(Body::Spans(spans)).await
+    }
+
+    /// Sends an `ExportTraceServiceRequest` encoded earlier (disk records).
+    pub async fn export_encoded(&mut self, request: Bytes) -> Attempt {
+        self.call(Body::Encoded(request)).await
+    }
+
+    async fn call(&mut self, body: Body) -> Attempt {
         let call = async {
             self.grpc
                 .ready()
                 .await
                 .map_err(|err| tonic::Status::from_error(err.into()))?;
-            let mut request = tonic::Request::new(spans);
+            let mut request = tonic::Request::new(body);
             // Tells the gateway too, so it stops work nobody waits for.
             request.set_timeout(self.timeout);
             let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
@@ -68,11 +80,19 @@ impl GatewayClient {
     }
 }
 
+/// What one call sends.
+enum Body {
+    /// Spans, encoded as the request is written.
+    Spans(Arc<Batch>),
+    /// A request body written before (the disk queue's records).
+    Encoded(Bytes),
+}
+
 /// Encodes spans into the request and decodes the export response.
 struct SpansCodec;
 
 impl Codec for SpansCodec {
-    type Encode = Arc<Batch>;
+    type Encode = Body;
     type Decode = ExportTraceServiceResponse;
     type Encoder = SpansCodec;
     type Decoder = SpansCodec;
@@ -87,11 +107,14 @@ impl Codec for SpansCodec {
 }
 
 impl Encoder for SpansCodec {
-    type Item = Arc<Batch>;
+    type Item = Body;
     type Error = tonic::Status;
 
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        item.encode(dst);
+        match item {
+            Body::Spans(batch) => batch.encode(dst),
+            Body::Encoded(request) => dst.put_slice(&request),
+        }
         Ok(())
     }
 }

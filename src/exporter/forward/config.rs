@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::exporter::disk::DiskQueueConfig;
 use crate::validate::{Invalid, Valid};
 
 /// Most gateways an agent spreads traces over; bounds the per-gateway
@@ -54,6 +55,12 @@ pub struct ForwardConfig {
     /// Also build this agent's own service graph (for the node's view);
     /// without it an agent only forwards.
     pub keep_local_graph: bool,
+    /// The queue: `durability`, `disk_budget`, `fsync_interval`. With
+    /// `disk` (the default when `storage.enabled`) each gateway's export
+    /// requests are written to `<data_dir>/queue/forward-<gateway>` before
+    /// the client is answered; `disk_budget` applies to each gateway's queue.
+    #[serde(flatten)]
+    pub queue: DiskQueueConfig,
 }
 
 impl Default for ForwardConfig {
@@ -72,6 +79,7 @@ impl Default for ForwardConfig {
             timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(2),
             keep_local_graph: false,
+            queue: DiskQueueConfig::default(),
         }
     }
 }
@@ -190,6 +198,7 @@ impl ForwardConfig {
         if self.connect_timeout.is_zero() {
             push("connect_timeout", "must be greater than zero".into());
         }
+        self.queue.check(prefix, invalid);
     }
 }
 

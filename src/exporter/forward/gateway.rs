@@ -5,6 +5,12 @@
 //! permits for every span before any is queued, so the bound covers spans
 //! queued *and* in flight, and permits come back only when a span is
 //! delivered, dropped (counted) or moved to another gateway.
+//!
+//! With `durability: disk` a committed request is written to the gateway's
+//! disk queue instead ([`super::durable`]); its permits come back at once,
+//! as the spans are no longer in memory. The memory queue then holds only
+//! what the disk could not take (a write failure) and spans moved here from
+//! a down gateway's memory queue.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,17 +22,21 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::client::GatewayClient;
+use super::durable::{self, GatewayDisk, Request};
 use super::encode::Batch;
 use super::rendezvous::{self, trace_hash};
 use super::retry::{Attempt, Outcome, failure};
 use super::{Members, Shared, drop_reason};
 use crate::exporter::backoff::Backoff;
+use crate::exporter::disk::Ticket;
 use crate::exporter::queue::{BoundedQueue, Budget, Overflow, WarnOnce, Weighed};
 use crate::model::Span;
 
 /// How often an idle sender re-checks during shutdown whether every
 /// gateway's queue is empty (spans may still be moved to it).
 const CLOSING_POLL: Duration = Duration::from_millis(20);
+/// How often admission looks again at a disk queue near its budget.
+const DISK_FULL_POLL: Duration = Duration::from_millis(50);
 
 /// A gateway's queue and state, shared by admission and its sender.
 pub(super) struct Gateway {
@@ -42,6 +52,17 @@ pub(super) struct Gateway {
     retired_at: Mutex<Option<Instant>>,
     wake: Notify,
     up_gauge: Gauge,
+    /// `durability: disk`: the gateway's requests, written before commit
+    /// returns; `None` in memory mode or when the queue cannot be opened.
+    disk: Option<Arc<GatewayDisk>>,
+}
+
+/// What a sender sends next.
+pub(super) enum Work {
+    /// Spans from the memory queue.
+    Spans(Vec<Span>),
+    /// Records from the disk queue, acknowledged once delivered.
+    Disk(Vec<Request>, Ticket),
 }
 
 impl Weighed for Span {
@@ -56,7 +77,13 @@ impl Weighed for Span {
 }
 
 impl Gateway {
-    pub(super) fn new(key: &str, capacity: usize, depth: Gauge, up_gauge: Gauge) -> Self {
+    pub(super) fn new(
+        key: &str,
+        capacity: usize,
+        depth: Gauge,
+        up_gauge: Gauge,
+        disk: Option<Arc<GatewayDisk>>,
+    ) -> Self {
         // Presumed up until a connection fails: a fresh gateway gets its
         // traces at once, as every other agent will also send them there.
         up_gauge.set(1);
@@ -75,7 +102,73 @@ impl Gateway {
             retired_at: Mutex::new(None),
             wake: Notify::new(),
             up_gauge,
+            disk,
         }
+    }
+
+    /// Spans written to disk and not yet taken by the sender.
+    pub(super) fn disk_waiting_spans(&self) -> u64 {
+        self.disk
+            .as_ref()
+            .map_or(0, |disk| disk.queue.waiting_items())
+    }
+
+    /// Whether the disk queue is nearly at its budget: admission waits
+    /// (nine tenths, so the oldest are dropped only when clients do not
+    /// back off).
+    pub(super) fn disk_nearly_full(&self) -> bool {
+        self.disk.as_ref().is_some_and(|disk| {
+            let queue = &disk.queue;
+            queue.bytes() >= queue.budget() / 10 * 9
+        })
+    }
+
+    /// Queues committed spans: written to the disk queue (the permit then
+    /// comes back, the spans are no longer in memory), or kept in memory
+    /// with the permit when there is no disk or the write failed.
+    pub(super) fn commit(&self, shared: &Shared, spans: Vec<Span>, permit: OwnedSemaphorePermit) {
+        if self.write(shared, &spans).is_ok() {
+            drop(permit);
+            return;
+        }
+        shared.pending.fetch_add(spans.len(), Ordering::AcqRel);
+        self.push(spans, permit);
+    }
+
+    /// Queues spans placed here again from disk records: to disk, else to
+    /// memory if there is room; `Err` when neither took them.
+    pub(super) fn queue_again(&self, shared: &Shared, spans: Vec<Span>) -> Result<(), ()> {
+        if self.write(shared, &spans).is_ok() {
+            return Ok(());
+        }
+        let permit = self.try_admit(spans.len()).ok_or(())?;
+        shared.pending.fetch_add(spans.len(), Ordering::AcqRel);
+        self.push(spans, permit);
+        Ok(())
+    }
+
+    /// Writes `spans` to the disk queue as requests; `Err` without one or
+    /// when the write failed (counted, logged once).
+    fn write(&self, shared: &Shared, spans: &[Span]) -> Result<(), ()> {
+        let (Some(disk), Some(disks)) = (&self.disk, &shared.disks) else {
+            return Err(());
+        };
+        let config = &shared.config;
+        let (requests, too_large) =
+            durable::encode_requests(spans, config.max_batch, config.max_request_bytes);
+        if let Err((_, err)) = disk.queue.push(requests) {
+            disks.write_failed(&self.key, &err);
+            return Err(());
+        }
+        if too_large > 0 {
+            shared
+                .metrics
+                .dropped(drop_reason::TOO_LARGE)
+                .inc_by(too_large);
+        }
+        disks.publish();
+        self.wake.notify_one();
+        Ok(())
     }
 
     /// Whether traces should be placed here.
@@ -155,6 +248,9 @@ pub(super) struct Sender {
     warned_exhausted: WarnOnce,
     warned_rejected: WarnOnce,
     warned_too_large: WarnOnce,
+    /// When disk records were last taken: a partial batch waits
+    /// `flush_interval` after it.
+    last_disk_take: Instant,
 }
 
 impl Sender {
@@ -170,6 +266,7 @@ impl Sender {
             warned_exhausted: WarnOnce::default(),
             warned_rejected: WarnOnce::default(),
             warned_too_large: WarnOnce::default(),
+            last_disk_take: Instant::now(),
             gateway,
             shared,
             client,
@@ -177,16 +274,64 @@ impl Sender {
     }
 
     pub(super) async fn run(mut self) {
-        while let Some(batch) = self.next_batch().await {
-            self.deliver(batch).await;
+        while let Some(work) = self.next_batch().await {
+            match work {
+                Work::Spans(batch) => self.deliver(batch).await,
+                Work::Disk(records, ticket) => self.deliver_disk(records, ticket).await,
+            }
         }
         self.shared.metrics.forget_gateway(&self.gateway.key);
+        if let Some(disk) = &self.gateway.disk {
+            disk.queue.sync();
+        }
+    }
+
+    /// Disk records to send now, if any are due: a full batch's worth, or
+    /// `flush_interval` after the last take, or at once when hurrying.
+    fn take_disk(
+        &mut self,
+        now: Instant,
+        hurry: bool,
+        wake_at: &mut Option<Instant>,
+    ) -> Option<Work> {
+        let disk = self.gateway.disk.as_ref()?;
+        let queue = &disk.queue;
+        let records = queue.waiting_records();
+        if records == 0 {
+            return None;
+        }
+        let config = &self.shared.config;
+        let items = queue.waiting_items();
+        let due = self.last_disk_take + config.flush_interval;
+        if !hurry && now < due && items < config.max_batch as u64 {
+            *wake_at = Some(wake_at.map_or(due, |w| w.min(due)));
+            return None;
+        }
+        // About a batch of spans: records hold up to `max_batch` each.
+        let per_record = items.div_ceil(records).max(1);
+        let take = (config.max_batch as u64)
+            .div_ceil(per_record)
+            .clamp(1, 4096) as usize;
+        let (batch, ticket) = queue.take(1, take)?;
+        self.last_disk_take = now;
+        if let Some(disks) = &self.shared.disks {
+            disks.publish();
+        }
+        Some(Work::Disk(batch, ticket))
+    }
+
+    /// Whether records wait on disk.
+    fn disk_waiting(&self) -> bool {
+        self.gateway
+            .disk
+            .as_ref()
+            .is_some_and(|disk| disk.queue.waiting_records() > 0)
     }
 
     /// The next batch: full, due by `flush_interval`, or anything queued
     /// when the gateway is down, retired or shutting down. `None` when the
     /// sender is done: retired and idle, or shutdown complete.
-    async fn next_batch(&mut self) -> Option<Vec<Span>> {
+    async fn next_batch(&mut self) -> Option<Work> {
         let shared = self.shared.clone();
         let config = &shared.config;
         loop {
@@ -206,14 +351,22 @@ impl Sender {
                 if hurry || now >= due || self.gateway.spans.len() >= config.max_batch {
                     let batch = self.gateway.take(config.max_batch);
                     if !batch.is_empty() {
-                        return Some(batch);
+                        return Some(Work::Spans(batch));
                     }
                     continue;
                 }
                 wake_at = Some(due);
             }
-            let idle = self.gateway.spans.is_idle();
-            if closing && self.shared.pending() == 0 {
+            // Disk records: a shutdown sends them while the gateway is up
+            // and leaves them for the next start when it is down.
+            let hurry = closing || retired_at.is_some() || down;
+            if !(closing && down)
+                && let Some(work) = self.take_disk(now, hurry, &mut wake_at)
+            {
+                return Some(work);
+            }
+            let idle = self.gateway.spans.is_idle() && !self.disk_waiting();
+            if closing && self.shared.pending() == 0 && (down || !self.disk_waiting()) {
                 return None;
             }
             // A reservation made from the previous member list may still
@@ -335,6 +488,93 @@ impl Sender {
                 return;
             }
             metrics.retries.inc();
+        }
+    }
+
+    /// Sends disk records, joined into requests within `max_batch` and
+    /// `max_request_bytes`, until the gateway took or refused each for good
+    /// (then they are acknowledged): retryable failures and an unreachable
+    /// gateway are retried without limit, as the records wait on disk, not
+    /// in memory. Returns without acknowledging (they are sent again after
+    /// the next start) at the shutdown deadline, or at shutdown while the
+    /// gateway is down. Records of a gateway that left the set are placed
+    /// again over the others; records whose segment the disk budget dropped
+    /// meanwhile are counted as dropped there.
+    async fn deliver_disk(&mut self, records: Vec<Request>, ticket: Ticket) {
+        let shared = self.shared.clone();
+        let (config, metrics) = (&shared.config, &shared.metrics);
+        let disk = self
+            .gateway
+            .disk
+            .clone()
+            .expect("disk work comes from a disk");
+        let requests = durable::group(records, config.max_batch, config.max_request_bytes);
+        let mut left = requests.as_slice();
+        let mut retries = 0u32;
+        while let Some(request) = left.first() {
+            if self.gateway.retired_at().is_some() {
+                if durable::place_again(&shared, left, Some(&self.gateway)) {
+                    break;
+                }
+                // Nowhere to go yet: wait, as for a retry.
+                if !self.rest(config.max_backoff).await {
+                    return;
+                }
+                continue;
+            }
+            if disk.queue.is_abandoned(&ticket) {
+                let spans = left.iter().map(|r| u64::from(r.spans)).sum();
+                disk.queue.count_abandoned(spans);
+                break;
+            }
+            let count = request.spans as usize;
+            let attempt = self.client.export_encoded(request.body.clone()).await;
+            let wait = match Outcome::of(&attempt, count) {
+                Outcome::Sent { rejected } => {
+                    self.reached();
+                    metrics.sent.inc_by(count as u64 - rejected);
+                    metrics.dropped(drop_reason::REJECTED).inc_by(rejected);
+                    left = &left[1..];
+                    retries = 0;
+                    continue;
+                }
+                Outcome::Permanent => {
+                    metrics.failed(failure::REJECTED).inc();
+                    metrics.dropped(drop_reason::REJECTED).inc_by(count as u64);
+                    if let Attempt::Status(status) = &attempt
+                        && self.warned_rejected.first()
+                    {
+                        tracing::warn!(gateway = %self.gateway.key, spans = count, code = ?status.code(), message = status.message(), "gateway rejected spans; dropped (counted in tracemap_exporter_dropped_total)");
+                    }
+                    left = &left[1..];
+                    continue;
+                }
+                Outcome::Unreachable => {
+                    metrics.failed(failure::UNREACHABLE).inc();
+                    self.unreachable(&attempt);
+                    self.next_probe.saturating_duration_since(Instant::now())
+                }
+                Outcome::Retry { reason, after } => {
+                    metrics.failed(reason).inc();
+                    if reason != failure::TIMEOUT {
+                        self.reached();
+                    }
+                    retries = retries.saturating_add(1);
+                    self.backoff.delay(retries, after)
+                }
+            };
+            if self.shared.closing.is_cancelled() && !self.gateway.is_up() {
+                // Left on disk for the next start; not lost.
+                return;
+            }
+            if !self.rest(wait).await {
+                return;
+            }
+            metrics.retries.inc();
+        }
+        disk.queue.ack(ticket);
+        if let Some(disks) = &shared.disks {
+            disks.publish();
         }
     }
 
@@ -474,7 +714,12 @@ pub(super) async fn admit_all(
     let mut permits = Vec::new();
     for (index, &count) in counts.iter().enumerate() {
         if count > 0 {
-            permits.push((index, members.gateways[index].admit(count).await?));
+            let gateway = &members.gateways[index];
+            // The caller's deadline bounds this wait.
+            while gateway.disk_nearly_full() {
+                tokio::time::sleep(DISK_FULL_POLL).await;
+            }
+            permits.push((index, gateway.admit(count).await?));
         }
     }
     Some(permits)

@@ -39,6 +39,7 @@
 //!   counted.
 
 pub mod config;
+pub mod durable;
 pub mod encode;
 pub mod rendezvous;
 pub mod retry;
@@ -49,6 +50,7 @@ mod gateway;
 mod tests;
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
@@ -70,6 +72,7 @@ use crate::pipeline::{ForwardReservation, ForwardTarget, Reserving};
 use crate::receiver::Refusal;
 use crate::validate::Valid;
 use client::GatewayClient;
+use durable::Disks;
 use gateway::{Gateway, Sender};
 use rendezvous::trace_hash;
 
@@ -291,6 +294,8 @@ struct Shared {
     closing: CancellationToken,
     /// When senders give up; set once, at shutdown.
     deadline: OnceLock<Instant>,
+    /// `durability: disk`: where the gateways' queues live.
+    disks: Option<Disks>,
 }
 
 impl Shared {
@@ -325,11 +330,16 @@ impl Shared {
                 None => {
                     let client = GatewayClient::new(key, &self.config)?;
                     let labels = ForwardMetrics::gateway_labels(key);
+                    let disk = self
+                        .disks
+                        .as_ref()
+                        .and_then(|disks| disks.open(key, self.config.max_batch));
                     let gateway = Arc::new(Gateway::new(
                         key,
                         self.config.queue_size,
                         self.metrics.queue_depth.get_or_create(&labels).clone(),
                         self.metrics.gateway_up.get_or_create(&labels).clone(),
+                        disk,
                     ));
                     added.push((gateway.clone(), client));
                     gateways.push(gateway);
@@ -346,8 +356,15 @@ impl Shared {
             return Ok(());
         }
         let seeds = gateways.iter().map(|g| g.seed).collect();
+        let first = current.gateways.is_empty() && !gateways.is_empty();
+        let adopting = first.then(|| gateways.clone());
         *self.members.write().unwrap_or_else(PoisonError::into_inner) =
             Arc::new(Members { gateways, seeds });
+        if let Some(members) = adopting {
+            // Before the senders start, so the spans placed here go out in
+            // their first batches.
+            durable::adopt_orphans(self, &members);
+        }
         self.metrics.gateways.set(keys.len() as i64);
         let mut senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
         senders.retain(|task| !task.is_finished());
@@ -462,7 +479,9 @@ impl ForwardHandle {
         }
     }
 
-    /// Queues `spans`, the same spans `reservation` was taken for.
+    /// Queues `spans`, the same spans `reservation` was taken for: with
+    /// `durability: disk`, written to each gateway's disk queue before this
+    /// returns (the pipeline answers the client after it).
     pub fn commit(&self, reservation: Reservation, spans: Vec<Span>) {
         let Reservation {
             members,
@@ -471,11 +490,11 @@ impl ForwardHandle {
             permits,
         } = reservation;
         debug_assert_eq!(targets.len(), spans.len());
-        self.shared.pending.fetch_add(spans.len(), Ordering::AcqRel);
+        let shared = &self.shared;
         if let [(index, _)] = permits[..] {
             // One gateway takes the whole request: no partition.
             let (_, permit) = permits.into_iter().next().expect("one permit");
-            members.gateways[index].push(spans, permit);
+            members.gateways[index].commit(shared, spans, permit);
             return;
         }
         let mut parts: Vec<Vec<Span>> = counts.iter().map(|&n| Vec::with_capacity(n)).collect();
@@ -483,7 +502,7 @@ impl ForwardHandle {
             parts[target as usize].push(span);
         }
         for (index, permit) in permits {
-            members.gateways[index].push(std::mem::take(&mut parts[index]), permit);
+            members.gateways[index].commit(shared, std::mem::take(&mut parts[index]), permit);
         }
     }
 
@@ -508,13 +527,20 @@ pub struct Forwarder {
 impl Forwarder {
     /// Starts a sender per gateway, and the resolver when `dns` is set
     /// (resolving it once first). `enqueue_timeout` is the longest a
-    /// request waits for room (`pipeline.enqueue_timeout`).
+    /// request waits for room (`pipeline.enqueue_timeout`). With `data_dir`
+    /// (`durability: disk`) each gateway's requests queue on disk under
+    /// `<data_dir>/queue/`, and what a previous run left there is sent.
     pub async fn start(
         config: &Valid<ForwardConfig>,
         enqueue_timeout: Duration,
         registry: &mut Registry,
-        exporter_metrics: &ExporterMetrics,
+        exporter_metrics: &Arc<ExporterMetrics>,
+        data_dir: Option<PathBuf>,
     ) -> Result<Self, ForwardError> {
+        let disks = data_dir.map(|dir| {
+            let counters = exporter_metrics.exporter(EXPORTER).disk();
+            Disks::new(dir, config.queue.clone(), counters)
+        });
         let shared = Arc::new(Shared {
             config: config.get().clone(),
             retire_grace: enqueue_timeout * 2 + Duration::from_secs(1),
@@ -527,6 +553,7 @@ impl Forwarder {
             pending: AtomicUsize::new(0),
             closing: CancellationToken::new(),
             deadline: OnceLock::new(),
+            disks,
         });
         let stop_resolver = CancellationToken::new();
         let mut resolver = None;
@@ -588,6 +615,19 @@ impl Forwarder {
                 Ok(Err(err)) => tracing::error!(error = %err, "forward sender panicked"),
                 Err(_) => tracing::warn!("forward sender did not stop before the deadline"),
             }
+        }
+        let kept: u64 = shared
+            .members()
+            .gateways
+            .iter()
+            .map(|g| g.disk_waiting_spans())
+            .sum();
+        if kept > 0 {
+            tracing::info!(
+                exporter = EXPORTER,
+                spans = kept,
+                "forward: unsent spans stay in the disk queues for the next start"
+            );
         }
         // Spans moved onto a queue whose sender had just finished.
         let stranded = shared.pending() as u64;

@@ -163,6 +163,7 @@ async fn start(config: &ForwardConfig) -> Forwarder {
         Duration::from_millis(100),
         &mut registry,
         &exporter_metrics,
+        None,
     )
     .await
     .expect("forwarder starts")
@@ -590,4 +591,161 @@ async fn dns_names_resolve_to_gateway_keys() {
     // No port: refused before any lookup, counted, the set kept.
     assert!(resolve("gateways", &metrics).await.is_none());
     assert_eq!(metrics.resolve_failed.get(), 1);
+}
+
+/// The forwarder with `durability: disk` under `data_dir`, and its metrics.
+async fn start_on_disk(
+    config: &ForwardConfig,
+    data_dir: &std::path::Path,
+) -> (Forwarder, Arc<ExporterMetrics>) {
+    let mut registry = Registry::default();
+    let exporter_metrics = ExporterMetrics::register(&mut registry);
+    let forwarder = Forwarder::start(
+        &config.clone().checked(),
+        Duration::from_millis(100),
+        &mut registry,
+        &exporter_metrics,
+        Some(data_dir.to_owned()),
+    )
+    .await
+    .expect("forwarder starts");
+    (forwarder, exporter_metrics)
+}
+
+fn disk_waiting(forwarder: &Forwarder) -> u64 {
+    let members = forwarder.shared.members();
+    members
+        .gateways
+        .iter()
+        .map(|g| g.disk_waiting_spans())
+        .sum()
+}
+
+/// Spans committed while the only gateway is unreachable are on disk when
+/// the client is answered, not in memory; a shutdown then leaves them
+/// there (not counted as dropped) and is quick.
+async fn write_while_down(config: &ForwardConfig, dir: &std::path::Path, spans: &[Span]) {
+    let (forwarder, metrics) = start_on_disk(config, dir).await;
+    for chunk in spans.chunks(7) {
+        submit(&forwarder, chunk.to_vec()).await;
+    }
+    assert_eq!(forwarder.shared.pending(), 0, "nothing waits in memory");
+    let disk = metrics.exporter(EXPORTER).disk();
+    assert!(disk.records.get() > 0, "records written before the answer");
+    eventually("the gateway seen down", || {
+        forwarder.shared.metrics.failed(failure::UNREACHABLE).get() > 0
+    })
+    .await;
+    assert_eq!(forwarder.shared.metrics.sent.get(), 0);
+    let began = Instant::now();
+    let dropped = forwarder
+        .shutdown(Instant::now() + Duration::from_secs(5))
+        .await;
+    assert_eq!(dropped, 0, "records on disk are not lost");
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "a down gateway does not hold the shutdown: {:?}",
+        began.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_records_wait_for_their_gateway_and_are_sent_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = closed_port().await;
+    let config = config(&[gone]);
+    let sent = traces(30, 20);
+    write_while_down(&config, dir.path(), &sent).await;
+    assert!(
+        dir.path()
+            .join("queue")
+            .join(durable::dir_name(&gone.to_string()))
+            .is_dir()
+    );
+
+    let gateway = TestGateway::start(gone).await;
+    let (forwarder, metrics) = start_on_disk(&config, dir.path()).await;
+    eventually("the backlog delivered", || gateway.count() == sent.len()).await;
+    let disk = metrics.exporter(EXPORTER).disk();
+    assert_eq!(disk.replayed.get(), sent.len() as u64);
+    eventually("acknowledged", || disk.records.get() == 0).await;
+    assert_eq!(disk_waiting(&forwarder), 0);
+    assert_eq!(forwarder.shared.metrics.sent.get(), sent.len() as u64);
+    assert_eq!(by_id(&gateway.spans()), by_id(&sent), "intact, each once");
+    assert_eq!(
+        forwarder
+            .shutdown(Instant::now() + Duration::from_secs(5))
+            .await,
+        0
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_records_of_a_gateway_no_longer_listed_are_placed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = closed_port().await;
+    let sent = traces(31, 20);
+    write_while_down(&config(&[gone]), dir.path(), &sent).await;
+
+    let gateways = [
+        TestGateway::start("127.0.0.1:0".parse().unwrap()).await,
+        TestGateway::start("127.0.0.1:0".parse().unwrap()).await,
+    ];
+    let addrs: Vec<SocketAddr> = gateways.iter().map(|g| g.addr).collect();
+    let (forwarder, _) = start_on_disk(&config(&addrs), dir.path()).await;
+    eventually("the former gateway's spans delivered", || {
+        gateways.iter().map(TestGateway::count).sum::<usize>() == sent.len()
+    })
+    .await;
+    let orphan = dir
+        .path()
+        .join("queue")
+        .join(durable::dir_name(&gone.to_string()));
+    assert!(!orphan.exists(), "the emptied queue is removed");
+    assert_eq!(forwarder.shared.metrics.rerouted.get(), sent.len() as u64);
+    // Placed by trace id over the current gateways, as new spans would be.
+    let seeds: Vec<u64> = addrs
+        .iter()
+        .map(|a| rendezvous::gateway_seed(&a.to_string()))
+        .collect();
+    for (index, gateway) in gateways.iter().enumerate() {
+        for span in gateway.spans() {
+            let best = rendezvous::place(trace_hash(&span.trace_id), &seeds, |_| true);
+            assert_eq!(best, Some(index));
+        }
+    }
+    forwarder
+        .shutdown(Instant::now() + Duration::from_secs(5))
+        .await;
+    for gateway in gateways {
+        gateway.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_disk_queue_falls_back_to_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // The data directory is a file: no queue directory can be made in it.
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let gateway = TestGateway::start("127.0.0.1:0".parse().unwrap()).await;
+    let (forwarder, metrics) = start_on_disk(&config(&[gateway.addr]), &file).await;
+    let sent = traces(32, 10);
+    submit(&forwarder, sent.clone()).await;
+    eventually("delivered from memory", || gateway.count() == sent.len()).await;
+    let errors = metrics
+        .disk_errors
+        .get_or_create(&crate::exporter::ReasonLabels {
+            exporter: EXPORTER,
+            reason: "io",
+        })
+        .get();
+    assert_eq!(errors, 1, "counted once, for the one gateway");
+    assert_eq!(forwarder.shared.pending(), 0);
+    assert_eq!(metrics.exporter(EXPORTER).disk().records.get(), 0);
+    forwarder
+        .shutdown(Instant::now() + Duration::from_secs(5))
+        .await;
+    gateway.stop().await;
 }
