@@ -13,6 +13,7 @@ mod demo;
 mod deploy;
 mod durability;
 mod faults;
+mod forward_durability;
 mod history;
 mod loadgen;
 mod otlp_grpc;
