@@ -7,9 +7,9 @@
 //!                 │ commit
 //!                 ▼
 //!   gateway queue (bounded, spans) ─► sender task: batch ─► encode ─► Export ─► gateway
-//!                                        │ unreachable: mark down, move spans to each
-//!                                        │   trace's next gateway in hash order
-//!                                        └ UNAVAILABLE / throttled: backoff + jitter, retry
+//!     or, durability: disk,            │ unreachable: mark down, move spans to each
+//!   gateway disk queue (requests) ─────┤   trace's next gateway in hash order
+//!     written before commit returns    └ UNAVAILABLE / throttled: backoff + jitter, retry
 //! ```
 //!
 //! - **Placement** ([`rendezvous`]): the best-scoring gateway that is up.
@@ -37,6 +37,21 @@
 //! - **Shutdown**: after the receivers stop, senders flush at once and
 //!   retry until a little before the deadline, then drop what is left,
 //!   counted.
+//! - **Durability** ([`durable`]): with `durability: disk` a committed
+//!   request's spans are encoded into OTLP requests and written to the
+//!   disk queue of each gateway they go to before `commit` returns, so the
+//!   client is answered only once they are on disk; the memory queue then
+//!   holds only what a failed write left behind. Disk records are sent in
+//!   order and acknowledged once the gateway took them (or refused them for
+//!   good, counted). They **wait for the gateway they were written for**:
+//!   retried without limit while it is unreachable (bounded by
+//!   `disk_budget`, oldest dropped beyond it, counted), never failed over,
+//!   while new traces fail over as above. At shutdown they are flushed while
+//!   the gateway answers and left for the next start when it does not (not
+//!   counted as dropped). After a restart they go to the same gateway if
+//!   it is still in the set; a gateway's records whose gateway left the set
+//!   (or is not in it after a restart) are decoded and their spans placed
+//!   again by trace id over the current gateways.
 
 pub mod config;
 pub mod durable;
