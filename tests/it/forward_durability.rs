@@ -95,8 +95,10 @@ async fn a_60s_gateway_outage_at_steady_load_loses_nothing() {
     assert_eq!(series_value(&arrived, GATEWAY_ACCEPTED), total, "0 lost");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_of_the_agent_during_an_outage_loses_nothing_acknowledged() {
+/// Spans the agent answered 200 while the gateway was unreachable, then
+/// the agent is stopped by `stop`; a second start on the same data
+/// directory, with the path back, delivers every one of them, replayed.
+async fn restart_delivers_the_backlog(what: &str, stop: impl FnOnce(&mut Collector)) {
     let (gateway, proxy) = gateway_behind_proxy().await;
     proxy.set(Fault::Reset);
     let dir = tempfile::tempdir().unwrap();
@@ -110,7 +112,7 @@ async fn sigkill_of_the_agent_during_an_outage_loses_nothing_acknowledged() {
     assert_eq!(series_value(&text, AGENT_ACCEPTED), 500.0);
     assert_eq!(series_value(&text, SENT), 0.0, "the gateway is unreachable");
     assert!(series_value(&text, DISK_RECORDS) > 0.0, "{text}");
-    first.kill9();
+    stop(&mut first);
 
     proxy.set(Fault::Pass);
     let started = Instant::now();
@@ -130,10 +132,45 @@ async fn sigkill_of_the_agent_during_an_outage_loses_nothing_acknowledged() {
     )
     .await;
     eprintln!(
-        "forward sigkill: 500 acknowledged, {} replayed, {} at the gateway {:?} after the restart",
+        "forward {what}: 500 acknowledged, {} replayed, {} at the gateway {:?} after the restart",
         series_value(&text, REPLAYED),
         series_value(&arrived, GATEWAY_ACCEPTED),
         started.elapsed()
     );
     assert_eq!(series_value(&arrived, GATEWAY_ACCEPTED), 500.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_agent_during_an_outage_loses_nothing_acknowledged() {
+    restart_delivers_the_backlog("sigkill", Collector::kill9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_rollout_with_the_gateway_down_loses_nothing() {
+    restart_delivers_the_backlog("rollout", |agent| {
+        agent.sigterm();
+        let began = Instant::now();
+        assert!(agent.wait_exit(Duration::from_secs(20)).success());
+        let logs = agent.logs();
+        let kept = logs
+            .iter()
+            .find(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("stay in the disk queues"))
+            })
+            .unwrap_or_else(|| panic!("no report of the kept spans in {logs:#?}"));
+        assert_eq!(kept["spans"].as_u64(), Some(500), "{kept}");
+        assert!(
+            !logs.iter().any(|l| l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("dropped at shutdown"))),
+            "{logs:#?}"
+        );
+        eprintln!(
+            "forward rollout: the agent stopped in {:?}",
+            began.elapsed()
+        );
+    })
+    .await;
 }

@@ -12,7 +12,7 @@
 //! what the disk could not take (a write failure) and spans moved here from
 //! a down gateway's memory queue.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ pub(super) struct Gateway {
     /// `durability: disk`: the gateway's requests, written before commit
     /// returns; `None` in memory mode or when the queue cannot be opened.
     disk: Option<Arc<GatewayDisk>>,
+    /// Spans of disk records taken by the sender and not yet acknowledged.
+    disk_taken: AtomicU64,
 }
 
 /// What a sender sends next.
@@ -103,14 +105,16 @@ impl Gateway {
             wake: Notify::new(),
             up_gauge,
             disk,
+            disk_taken: AtomicU64::new(0),
         }
     }
 
-    /// Spans written to disk and not yet taken by the sender.
-    pub(super) fn disk_waiting_spans(&self) -> u64 {
-        self.disk
-            .as_ref()
-            .map_or(0, |disk| disk.queue.waiting_items())
+    /// Spans written to disk and not yet acknowledged: what the next start
+    /// sends if this run stops now.
+    pub(super) fn disk_unacknowledged_spans(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |disk| {
+            disk.queue.waiting_items() + self.disk_taken.load(Ordering::Relaxed)
+        })
     }
 
     /// Whether the disk queue is nearly at its budget: admission waits
@@ -313,6 +317,8 @@ impl Sender {
             .div_ceil(per_record)
             .clamp(1, 4096) as usize;
         let (batch, ticket) = queue.take(1, take)?;
+        let spans = batch.iter().map(|r| u64::from(r.spans)).sum();
+        self.gateway.disk_taken.fetch_add(spans, Ordering::Relaxed);
         self.last_disk_take = now;
         if let Some(disks) = &self.shared.disks {
             disks.publish();
@@ -508,6 +514,7 @@ impl Sender {
             .disk
             .clone()
             .expect("disk work comes from a disk");
+        let taken: u64 = records.iter().map(|r| u64::from(r.spans)).sum();
         let requests = durable::group(records, config.max_batch, config.max_request_bytes);
         let mut left = requests.as_slice();
         let mut retries = 0u32;
@@ -573,6 +580,7 @@ impl Sender {
             metrics.retries.inc();
         }
         disk.queue.ack(ticket);
+        self.gateway.disk_taken.fetch_sub(taken, Ordering::Relaxed);
         if let Some(disks) = &shared.disks {
             disks.publish();
         }

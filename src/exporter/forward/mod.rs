@@ -635,7 +635,7 @@ impl Forwarder {
             .members()
             .gateways
             .iter()
-            .map(|g| g.disk_waiting_spans())
+            .map(|g| g.disk_unacknowledged_spans())
             .sum();
         if kept > 0 {
             tracing::info!(

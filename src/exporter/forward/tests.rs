@@ -617,7 +617,7 @@ fn disk_waiting(forwarder: &Forwarder) -> u64 {
     members
         .gateways
         .iter()
-        .map(|g| g.disk_waiting_spans())
+        .map(|g| g.disk_unacknowledged_spans())
         .sum()
 }
 
