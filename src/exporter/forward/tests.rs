@@ -794,3 +794,33 @@ async fn disk_records_of_a_gateway_leaving_the_set_are_placed_again() {
     );
     stays.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_queue_near_its_budget_refuses_instead_of_dropping() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = closed_port().await;
+    let mut config = config(&[gone]);
+    config.queue.disk_budget = 1024 * 1024;
+    let (forwarder, metrics) = start_on_disk(&config, dir.path()).await;
+    let handle = forwarder.handle();
+    let mut refused = None;
+    for seed in 0..2_000 {
+        let soon = Instant::now() + Duration::from_millis(100);
+        if let Err(err) = handle.submit(traces(1_000 + seed, 100), soon).await {
+            refused = Some(err);
+            break;
+        }
+    }
+    assert!(
+        matches!(refused, Some(ForwardError::Full { .. })),
+        "{refused:?}"
+    );
+    let disk = metrics.exporter(EXPORTER).disk();
+    assert!(disk.bytes.get() >= 1024 * 1024 / 10 * 9);
+    assert!(disk.bytes.get() <= 1024 * 1024 + 64 * 1024);
+    assert_eq!(disk.dropped_budget.get(), 0, "refused, nothing dropped");
+    assert_eq!(forwarder.shared.pending(), 0);
+    forwarder
+        .shutdown(Instant::now() + Duration::from_secs(5))
+        .await;
+}
