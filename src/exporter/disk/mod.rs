@@ -135,6 +135,7 @@ struct Segment {
 #[derive(Debug)]
 struct Flight {
     start: Pos,
+    items: u64,
     acked: bool,
     /// Its segment went over budget while it was in flight.
     abandoned: bool,
@@ -498,6 +499,7 @@ impl<T: Durable> DiskQueue<T> {
             ticket,
             Flight {
                 start,
+                items: batch.iter().map(Weighed::items).sum(),
                 acked: false,
                 abandoned: false,
             },
@@ -655,6 +657,19 @@ impl<T: Durable> DiskQueue<T> {
     /// Items written and not yet taken.
     pub fn waiting_items(&self) -> u64 {
         self.lock().waiting_items
+    }
+
+    /// Items not acknowledged: waiting, or taken and not yet acknowledged;
+    /// what the next start sends (again).
+    pub fn unacknowledged_items(&self) -> u64 {
+        let inner = self.lock();
+        let in_flight: u64 = inner
+            .flights
+            .values()
+            .filter(|f| !f.acked)
+            .map(|f| f.items)
+            .sum();
+        inner.waiting_items + in_flight
     }
 
     /// Records written and not yet taken.

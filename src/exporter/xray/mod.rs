@@ -237,6 +237,11 @@ impl SegmentQueue {
         }
     }
 
+    /// Whether the last call succeeded.
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
     /// Spans queued or in flight in memory: what a shutdown now would
     /// lose (the disk queue keeps its own for the next start).
     fn pending_spans(&self) -> u64 {
@@ -298,7 +303,7 @@ impl SegmentQueue {
     fn sync(&self) -> u64 {
         self.disk.as_ref().map_or(0, |disk| {
             disk.sync();
-            disk.waiting_items()
+            disk.unacknowledged_items()
         })
     }
 }
