@@ -16,6 +16,12 @@
 //! JSON document crosses to the sender. While calls succeed but the queue
 //! is half full, its [`AdmissionGate`] makes receivers refuse new spans
 //! (backpressure) rather than the queue dropping them.
+//!
+//! With `durability: disk` the queue is a [`DiskQueue`]: documents are
+//! written before the worker returns (so before the client is answered),
+//! batches are retried until X-Ray takes them, and a restart sends what
+//! was not acknowledged. The gate then closes only when the disk budget is
+//! nearly used up.
 
 pub mod client;
 pub mod config;
