@@ -84,7 +84,8 @@ fn sqlite_cycle(db: &mut rusqlite::Connection, batch: &[Doc]) -> usize {
         .collect();
     drop(select);
     let last = rows.last().map_or(0, |r| r.0);
-    db.execute("DELETE FROM queue WHERE seq <= ?1", [last]).unwrap();
+    db.execute("DELETE FROM queue WHERE seq <= ?1", [last])
+        .unwrap();
     rows.len()
 }
 

@@ -417,7 +417,14 @@ impl<T: Durable> DiskQueue<T> {
 
     /// Keeps what was just written for the sender, dropping the oldest
     /// cached records (still on disk) beyond [`CACHE_BYTES`].
-    fn cache(&self, inner: &mut Inner<T>, start: Pos, created_ms: u64, records: Vec<T>, lengths: &[u64]) {
+    fn cache(
+        &self,
+        inner: &mut Inner<T>,
+        start: Pos,
+        created_ms: u64,
+        records: Vec<T>,
+        lengths: &[u64],
+    ) {
         let mut at = start;
         for (record, &length) in records.into_iter().zip(lengths) {
             let end = Pos {
@@ -436,7 +443,9 @@ impl<T: Durable> DiskQueue<T> {
             at = end;
         }
         while inner.cache_bytes > CACHE_BYTES.min(self.settings.budget as usize / 8) {
-            let Some(oldest) = inner.cache.pop_front() else { break };
+            let Some(oldest) = inner.cache.pop_front() else {
+                break;
+            };
             inner.cache_bytes -= oldest.record.bytes();
         }
     }
