@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Mode, ValidConfig};
 use crate::exporter::ExporterMetrics;
-use crate::exporter::cloudwatch::{CloudWatchError, CloudWatchExporter};
+use crate::exporter::cloudwatch::{self, CloudWatchError, CloudWatchExporter};
 use crate::exporter::disk::Durability;
 use crate::exporter::forward::{ForwardError, Forwarder};
 use crate::exporter::prometheus::ServiceGraphCollector;
@@ -143,6 +143,16 @@ impl App {
         let store_metrics = StoreMetrics::register(&mut registry);
         let store = open_store(config, &graph, store_metrics).await;
         let history = History::new(graph.clone(), store);
+        let cloudwatch_config = &config.exporters.cloudwatch;
+        let cloudwatch_disk = (cloudwatch_config.queue.durability(config.storage.enabled)
+            == Durability::Disk)
+            .then(|| {
+                cloudwatch_config.queue.settings(
+                    &config.storage.data_dir,
+                    cloudwatch_config.mode.exporter_label(),
+                    cloudwatch::MAX_REQUEST_AGE,
+                )
+            });
         // Reads the graph; in agent mode only the kept local graph, if any.
         let cloudwatch = match config.exporters.cloudwatch.enabled {
             true => Some(
@@ -151,6 +161,7 @@ impl App {
                     graph.clone(),
                     &exporter_metrics,
                     &mut registry,
+                    cloudwatch_disk,
                 )
                 .await
                 .map_err(AppError::CloudWatch)?,

@@ -50,7 +50,6 @@ pub mod config;
 pub mod exporter;
 pub mod graph;
 pub mod model;
-/// The OTLP protobuf wire format: field numbers, zero-copy reader, writer.
 pub mod otlp;
 pub mod pipeline;
 pub mod receiver;

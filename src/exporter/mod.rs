@@ -114,6 +114,7 @@ pub struct ExporterMetrics {
     pub(crate) replayed: Family<ExporterLabels, Counter>,
     pub(crate) replay_duplicates: Family<ExporterLabels, Counter>,
     pub(crate) disk_errors: Family<ReasonLabels, Counter>,
+    pub(crate) disk_written: Family<ExporterLabels, Counter>,
 }
 
 /// Queue size series: the memory and the disk tier apart.
@@ -181,6 +182,11 @@ impl ExporterMetrics {
             "tracemap_exporter_disk_errors",
             "Disk queue storage errors, by reason; new records then wait in memory",
             metrics.disk_errors.clone(),
+        );
+        registry.register(
+            "tracemap_exporter_disk_written_bytes",
+            "Bytes appended to the exporter's disk queue (records and their headers)",
+            metrics.disk_written.clone(),
         );
         metrics
     }
@@ -266,6 +272,7 @@ impl ExporterCounters {
             dropped_expired: dropped(disk::reason::EXPIRED),
             dropped_corrupt: dropped(disk::reason::CORRUPT),
             errors: families.disk_errors.clone(),
+            written: families.disk_written.get_or_create_owned(&labels),
             exporter,
         }
     }

@@ -1,6 +1,6 @@
 //! The OTLP protobuf wire format, once: the field numbers and wire types
 //! of the trace messages ([`tag`], checked against `proto/` by a test), a
-//! zero-copy [`read`]er and a [`write`]r. The receiver's decoder, the
+//! zero-copy [`read`]er and a [`write`](mod@write)r. The receiver's decoder, the
 //! attributes kept in wire form, the forward encoder and loadgen all go
 //! through it.
 //!

@@ -216,3 +216,87 @@ async fn beyond_the_disk_budget_exactly_the_oldest_are_dropped_and_counted() {
         "the count is exact"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emf_requests_made_during_an_outage_arrive_after_a_rollout() {
+    let Some((moto, proxy)) = moto_behind_proxy("the EMF durability test").await else {
+        return;
+    };
+    proxy.set(Fault::Reset);
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "graph:\n  pairing_ttl: 1s\nexporters:\n  cloudwatch:\n    enabled: true\n    mode: emf\n    \
+         region: us-east-1\n    endpoint: http://{}\n    cluster_name: durable\n    \
+         log_stream: agent-1\n    flush_interval: 1s\n    durability: disk\n    \
+         request_timeout: 2s\n    retry_initial_backoff: 50ms\n    retry_max_backoff: 500ms\n",
+        proxy.addr()
+    );
+    let mut first = Collector::start_in_env(dir.path(), &["run"], &yaml, FAKE_AWS_ENV);
+    let (spans, _) = fresh_spans(300, 91);
+    for chunk in spans.chunks(100) {
+        send_http(&first, chunk.to_vec()).await;
+    }
+    wait_metrics_for(
+        &first,
+        "300 spans in the graph",
+        Duration::from_secs(20),
+        |t| series_value(t, "tracemap_pipeline_processed_spans_total") >= 300.0,
+    )
+    .await;
+    // The last flush at SIGTERM puts the current minute on disk; the
+    // endpoint is down, so it stays there.
+    first.sigterm();
+    assert!(first.wait_exit(Duration::from_secs(20)).success());
+    assert!(
+        first.logs().iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stay in the disk queue"))),
+        "{:#?}",
+        first.logs()
+    );
+
+    proxy.set(Fault::Pass);
+    let second = Collector::start_in_env(dir.path(), &["run"], &yaml, FAKE_AWS_ENV);
+    wait_metrics_for(
+        &second,
+        "the replayed EMF events sent",
+        Duration::from_secs(30),
+        |t| {
+            series_value(t, "tracemap_exporter_replayed_total{exporter=\"emf\"}") > 0.0
+                && series_value(
+                    t,
+                    "tracemap_exporter_queue_records{exporter=\"emf\",tier=\"disk\"}",
+                ) == 0.0
+                && series_value(t, "tracemap_exporter_sent_total{exporter=\"emf\"}") > 0.0
+        },
+    )
+    .await;
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&client_config(&moto.endpoint));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = logs
+            .get_log_events()
+            .log_group_name("/aws/tracemap/durable/metrics")
+            .log_stream_name("agent-1")
+            .start_from_head(true)
+            .send()
+            .await
+            .map(|out| out.events().to_vec())
+            .unwrap_or_default();
+        let requests: f64 = events
+            .iter()
+            .map(|e| serde_json::from_str::<serde_json::Value>(e.message().unwrap()).unwrap())
+            .filter(|doc| doc["Service"] == "orders" && doc.get("Operation").is_none())
+            .map(|doc| doc["Requests"].as_f64().unwrap())
+            .sum();
+        if requests >= 300.0 {
+            assert_eq!(requests, 300.0, "each span counted once");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "moto holds {requests} of 300 requests"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -302,9 +302,13 @@ impl<S: Sink> Sender<S> {
     pub(crate) async fn run(self, stop: CancellationToken) {
         let mut last_call: Option<tokio::time::Instant> = None;
         loop {
-            while let Some(payload) = self.queue.pop() {
-                self.deliver(&payload, &mut last_call).await;
-                self.queue.settle(payload.items() as u64);
+            while let Some((payload, ticket)) = self.queue.pop() {
+                if !self.deliver(&payload, &mut last_call, &stop).await {
+                    // Stopping with the endpoint failing: the request and
+                    // those after it stay on disk for the next start.
+                    return;
+                }
+                self.queue.finish(payload.items() as u64, ticket);
             }
             if stop.is_cancelled() {
                 // The producer pushed its last flush before cancelling.
@@ -320,7 +324,14 @@ impl<S: Sink> Sender<S> {
         }
     }
 
-    async fn deliver(&self, payload: &Payload, last_call: &mut Option<tokio::time::Instant>) {
+    /// Sends `payload` until done (sent, or failed and counted); false
+    /// when it is left unsent on disk because of `stop`.
+    async fn deliver(
+        &self,
+        payload: &Payload,
+        last_call: &mut Option<tokio::time::Instant>,
+        stop: &CancellationToken,
+    ) -> bool {
         let counters = self.queue.counters();
         let items = payload.items() as u64;
         let mut retries = 0u32;
@@ -336,19 +347,24 @@ impl<S: Sink> Sender<S> {
                         counters.failed_rejected.inc_by(rejected);
                         self.warn_failure(rejected, "events rejected as too old or too new");
                     }
-                    return;
+                    return true;
                 }
                 Err(err) => err,
             };
             if !err.is_retryable() {
                 counters.failed_rejected.inc_by(items);
                 self.warn_failure(items, &err.to_string());
-                return;
+                return true;
             }
-            if retries >= self.retry.max_retries {
+            // From disk: retried until delivered; a shutdown leaves it there.
+            let durable = self.queue.is_durable();
+            if durable && stop.is_cancelled() {
+                return false;
+            }
+            if retries >= self.retry.max_retries && !durable {
                 counters.failed_retries_exhausted.inc_by(items);
                 self.warn_failure(items, &err.to_string());
-                return;
+                return true;
             }
             retries += 1;
             counters.retries.inc_by(items);

@@ -10,6 +10,7 @@ use super::model::{
     DIM_CLIENT, DIM_CLUSTER_NAME, DIM_CONNECTION_TYPE, DIM_SERVER, RESERVED_DIMENSIONS,
 };
 use crate::exporter::aws::{AwsTarget, RetryPolicy, check_settings};
+use crate::exporter::disk::DiskQueueConfig;
 use crate::validate::{Invalid, Valid};
 
 /// CloudWatch allows at most this many dimensions on one metric.
@@ -105,6 +106,9 @@ pub struct CloudWatchConfig {
     /// Time allowed for one call, connecting included.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// The queue: `durability`, `disk_budget`, `fsync_interval`.
+    #[serde(flatten)]
+    pub queue: DiskQueueConfig,
 }
 
 impl Default for CloudWatchConfig {
@@ -132,6 +136,7 @@ impl Default for CloudWatchConfig {
             retry_initial_backoff: Duration::from_millis(200),
             retry_max_backoff: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
+            queue: DiskQueueConfig::default(),
         }
     }
 }
@@ -189,6 +194,7 @@ impl CloudWatchConfig {
     }
 
     fn check(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
+        self.queue.check(prefix, invalid);
         let mut fail = |key: &str, reason: String| {
             invalid.push(Invalid {
                 key: format!("{prefix}.{key}"),

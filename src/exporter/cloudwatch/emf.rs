@@ -46,7 +46,7 @@ impl Default for EmfLimits {
 }
 
 /// One log event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogEvent {
     /// Milliseconds since the epoch.
     pub timestamp_ms: i64,

@@ -33,7 +33,10 @@ pub use config::{CloudWatchConfig, CloudWatchMode};
 use model::{ModelConfig, OperationTracker};
 
 use crate::exporter::aws::WarnLimiter;
-use crate::exporter::queue::{BoundedQueue, Budget, Overflow, Weighed};
+use bytes::Bytes;
+
+use crate::exporter::disk::{DiskQueue, DiskSettings, Durable, Ticket};
+use crate::exporter::queue::{BoundedQueue, Budget, Overflow, WarnOnce, Weighed};
 use crate::exporter::{
     ExportReport, ExporterCounters, ExporterLabels, ExporterMetrics, join_by, reason,
 };
@@ -85,7 +88,7 @@ impl CloudWatchError {
 }
 
 /// One request, ready to send.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Payload {
     /// One PutLogEvents batch.
     Events(Vec<emf::LogEvent>),
@@ -125,20 +128,30 @@ impl Weighed for Payload {
     }
 }
 
+// A few requests a minute: serde_json's speed is no concern here.
+impl Durable for Payload {
+    fn encode(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, self).expect("a payload serializes");
+    }
+
+    fn decode(_items: u32, payload: Bytes) -> Option<Self> {
+        serde_json::from_slice(&payload).ok()
+    }
+}
+
+/// CloudWatch Logs takes events of the last 14 days (PutMetricData data
+/// points of two weeks); a day of margin for clocks.
+pub const MAX_REQUEST_AGE: Duration = Duration::from_secs(13 * 24 * 3600);
+
 /// Requests between the producer and the sender: the exporters' bounded
-/// queue, `max_queue` requests, dropping the oldest.
+/// queue, `max_queue` requests, dropping the oldest; or the disk queue,
+/// with that memory queue as its fallback when the disk fails.
 #[derive(Debug)]
 pub(crate) struct RequestQueue {
     requests: BoundedQueue<Payload>,
+    disk: Option<Arc<DiskQueue<Payload>>>,
+    disk_failed: WarnOnce,
     counters: ExporterCounters,
-}
-
-impl std::ops::Deref for RequestQueue {
-    type Target = BoundedQueue<Payload>;
-
-    fn deref(&self) -> &Self::Target {
-        &self.requests
-    }
 }
 
 impl RequestQueue {
@@ -146,14 +159,106 @@ impl RequestQueue {
     pub(crate) fn counters(&self) -> &ExporterCounters {
         &self.counters
     }
+
+    /// The `exporter` label.
+    pub(crate) fn exporter(&self) -> &'static str {
+        self.requests.exporter()
+    }
+
+    /// Queues `payloads` in order: on disk, written before this returns,
+    /// else (or when the disk fails) in memory.
+    pub(crate) fn push(&self, payloads: Vec<Payload>) {
+        let payloads = match &self.disk {
+            Some(disk) => match disk.push(payloads) {
+                Ok(()) => return,
+                Err((back, err)) => {
+                    if self.disk_failed.first() {
+                        tracing::error!(exporter = self.exporter(), error = %err,
+                            "cloudwatch disk queue cannot be written; requests wait in memory (tracemap_exporter_disk_errors_total)");
+                    }
+                    back
+                }
+            },
+            None => payloads,
+        };
+        self.requests.push(payloads);
+    }
+
+    /// The oldest request (disk first), in flight until [`RequestQueue::finish`]ed.
+    pub(crate) fn pop(&self) -> Option<(Payload, Option<Ticket>)> {
+        if let Some(disk) = &self.disk {
+            while let Some((mut batch, ticket)) = disk.take(1, 1) {
+                match batch.pop() {
+                    Some(payload) => return Some((payload, Some(ticket))),
+                    // Too old for CloudWatch, dropped and counted.
+                    None => disk.ack(ticket),
+                }
+            }
+        }
+        self.requests.pop().map(|payload| (payload, None))
+    }
+
+    /// The request is done (sent, or failed and counted).
+    pub(crate) fn finish(&self, items: u64, ticket: Option<Ticket>) {
+        match (&self.disk, ticket) {
+            (Some(disk), Some(ticket)) => disk.ack(ticket),
+            _ => self.requests.settle(items),
+        }
+    }
+
+    /// Whether nothing waits, in memory or on disk.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.requests.is_empty() && self.disk.as_ref().is_none_or(|d| d.waiting_records() == 0)
+    }
+
+    /// Returns once a request may be waiting.
+    pub(crate) async fn ready(&self) {
+        match &self.disk {
+            Some(disk) => tokio::select! {
+                () = disk.ready() => {}
+                () = self.requests.ready() => {}
+            },
+            None => self.requests.ready().await,
+        }
+    }
+
+    /// Items queued or in flight in memory (what a shutdown now loses).
+    pub(crate) fn pending_items(&self) -> u64 {
+        self.requests.pending_items()
+    }
+
+    /// Whether requests come from disk: retried until delivered.
+    pub(crate) fn is_durable(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    /// Flushes the disk queue; the items it keeps for the next start.
+    fn sync(&self) -> u64 {
+        self.disk.as_ref().map_or(0, |disk| {
+            disk.sync();
+            disk.unacknowledged_items()
+        })
+    }
 }
 
-/// An empty request queue for `label`'s series.
+/// An empty request queue for `label`'s series; on disk with `disk`
+/// (in memory, logged, if it cannot be opened).
 pub(crate) fn request_queue(
     capacity: usize,
     counters: ExporterCounters,
     label: &'static str,
+    disk: Option<DiskSettings>,
 ) -> RequestQueue {
+    let disk = disk.and_then(|settings| {
+        let dir = settings.dir.clone();
+        DiskQueue::open(label, settings, 1, counters.disk())
+            .inspect_err(|err| {
+                counters.disk().error(err.reason());
+                tracing::error!(exporter = label, dir = %dir.display(), error = %err,
+                    "cloudwatch disk queue unusable; queueing in memory (durability: memory)");
+            })
+            .ok()
+    });
     RequestQueue {
         requests: BoundedQueue::new(
             label,
@@ -162,6 +267,8 @@ pub(crate) fn request_queue(
             counters.queue_depth.clone(),
             counters.queue_full.clone(),
         ),
+        disk,
+        disk_failed: WarnOnce::default(),
         counters,
     }
 }
@@ -321,6 +428,7 @@ impl CloudWatchExporter {
         graph: Graph,
         metrics: &Arc<ExporterMetrics>,
         registry: &mut Registry,
+        disk: Option<DiskSettings>,
     ) -> Result<Self, CloudWatchError> {
         let own = CloudWatchMetrics::register(registry);
         match config.mode {
@@ -341,7 +449,7 @@ impl CloudWatchExporter {
                     log_stream = stream,
                     "cloudwatch exporter started"
                 );
-                Ok(Self::with_sink(config, sink, graph, metrics, own))
+                Ok(Self::with_sink(config, sink, graph, metrics, own, disk))
             }
             CloudWatchMode::PutMetricData => {
                 let (sink, region) = client::PmdSink::connect(config).await?;
@@ -352,7 +460,7 @@ impl CloudWatchExporter {
                     namespace = config.namespace,
                     "cloudwatch exporter started"
                 );
-                Ok(Self::with_sink(config, sink, graph, metrics, own))
+                Ok(Self::with_sink(config, sink, graph, metrics, own, disk))
             }
         }
     }
@@ -364,6 +472,7 @@ impl CloudWatchExporter {
         graph: Graph,
         metrics: &Arc<ExporterMetrics>,
         own: CloudWatchMetrics,
+        disk: Option<DiskSettings>,
     ) -> Self {
         let label = config.mode.exporter_label();
         let counters = metrics.exporter(label);
@@ -371,7 +480,7 @@ impl CloudWatchExporter {
             .folded
             .get_or_create(&ExporterLabels { exporter: label })
             .clone();
-        let queue = Arc::new(request_queue(config.max_queue, counters, label));
+        let queue = Arc::new(request_queue(config.max_queue, counters, label, disk));
         let stop_producer = CancellationToken::new();
         let stop_sender = CancellationToken::new();
         let sender = client::Sender {
@@ -406,6 +515,14 @@ impl CloudWatchExporter {
         join_by(deadline, self.producer).await;
         self.stop_sender.cancel();
         join_by(deadline, self.sender).await;
+        let kept = self.queue.sync();
+        if kept > 0 {
+            tracing::info!(
+                exporter = self.queue.exporter(),
+                items = kept,
+                "cloudwatch: unsent requests stay in the disk queue for the next start"
+            );
+        }
         let lost = self.queue.pending_items();
         let counters = self.queue.counters();
         if lost > 0 {

@@ -75,7 +75,7 @@ pub const DIRECT: &str = "direct";
 const MAX_DIMENSION_VALUE: usize = 1024;
 
 /// CloudWatch units used here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Unit {
     /// A count.
     Count,

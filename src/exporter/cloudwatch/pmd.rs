@@ -41,7 +41,7 @@ const MIN_MAGNITUDE: f64 = 8.515_920_e-109;
 const MAX_MAGNITUDE: f64 = 1.174_271_e108;
 
 /// One `MetricDatum`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Datum {
     /// Metric name.
     pub name: String,
@@ -60,7 +60,7 @@ pub struct Datum {
 }
 
 /// One PutMetricData call.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PutMetricDataInput {
     /// Namespace.
     pub namespace: String,

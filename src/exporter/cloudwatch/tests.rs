@@ -691,6 +691,7 @@ async fn delivery_retries_gives_up_and_counts() {
         graph,
         &metrics,
         CloudWatchMetrics::default(),
+        None,
     );
     // Retried twice then sent; refused at once; retries exhausted; 1 of 4 rejected.
     exporter
@@ -711,12 +712,59 @@ async fn delivery_retries_gives_up_and_counts() {
 #[test]
 fn full_queue_drops_the_oldest_requests_and_counts_their_items() {
     let metrics = ExporterMetrics::register(&mut Registry::default());
-    let queue = request_queue(2, metrics.exporter("cloudwatch"), "cloudwatch");
+    let queue = request_queue(2, metrics.exporter("cloudwatch"), "cloudwatch", None);
     queue.push(vec![events(1), events(2), events(3)]);
     assert_eq!(queue.counters().queue_full.get(), 1);
     assert_eq!(queue.counters().queue_depth.get(), 5);
-    assert_eq!(queue.pop().map(|p| p.items()), Some(2));
+    assert_eq!(queue.pop().map(|(p, _)| p.items()), Some(2));
     assert_eq!(queue.pending_items(), 3 + 2, "queued and in flight");
+}
+
+#[test]
+fn requests_on_disk_come_back_equal_after_a_restart_until_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = || {
+        let settings = crate::exporter::disk::DiskQueueConfig {
+            fsync_interval: Duration::ZERO,
+            ..Default::default()
+        }
+        .settings(dir.path(), "emf", MAX_REQUEST_AGE);
+        let metrics = ExporterMetrics::register(&mut Registry::default());
+        request_queue(2, metrics.exporter("emf"), "emf", Some(settings))
+    };
+    let metric = Payload::Metrics(pmd::PutMetricDataInput {
+        namespace: "TraceMap".into(),
+        data: vec![pmd::Datum {
+            name: "Latency".into(),
+            dimensions: vec![("Server".into(), "orders".into())],
+            timestamp_ms: 1_700_000_000_000,
+            unit: model::Unit::Milliseconds,
+            value: None,
+            values: vec![1.5, 20.0],
+            counts: vec![3.0, 1.0],
+        }],
+    });
+    {
+        let queue = disk();
+        assert!(queue.is_durable());
+        // Three requests, more than the memory queue's two: none dropped.
+        queue.push(vec![events(2), metric.clone(), events(1)]);
+        assert_eq!(queue.counters().queue_full.get(), 0);
+        let (first, ticket) = queue.pop().unwrap();
+        assert_eq!(first, events(2));
+        queue.finish(2, ticket);
+        // The second is taken, then the process dies before it is sent.
+        let _ = queue.pop().unwrap();
+    }
+    let queue = disk();
+    let (again, ticket) = queue.pop().unwrap();
+    assert_eq!(again, metric, "a request survives byte for byte");
+    queue.finish(1, ticket);
+    let (last, ticket) = queue.pop().unwrap();
+    assert_eq!(last, events(1));
+    queue.finish(1, ticket);
+    assert!(queue.pop().is_none());
+    assert!(queue.is_empty());
 }
 
 /// Events and bytes per flush for a 50-edge graph, in both modes (the

@@ -135,16 +135,28 @@ pub fn create_segment(dir: &Path, id: u64) -> Result<File, LogError> {
 
 /// Appends one record's bytes to `out`.
 pub fn encode_record(out: &mut Vec<u8>, created_ms: u64, items: u32, payload: &[u8]) {
-    let length = u32::try_from(payload.len()).expect("records are far below 4 GiB");
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&created_ms.to_le_bytes());
-    hasher.update(&items.to_le_bytes());
-    hasher.update(payload);
-    out.extend_from_slice(&length.to_le_bytes());
-    out.extend_from_slice(&hasher.finalize().to_le_bytes());
+    encode_record_with(out, created_ms, items, |out| out.extend_from_slice(payload));
+}
+
+/// Appends one record whose payload `write` appends, in place (one copy);
+/// returns the record's length with its header.
+pub fn encode_record_with(
+    out: &mut Vec<u8>,
+    created_ms: u64,
+    items: u32,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> u64 {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 8]);
     out.extend_from_slice(&created_ms.to_le_bytes());
     out.extend_from_slice(&items.to_le_bytes());
-    out.extend_from_slice(payload);
+    write(out);
+    let length = out.len() - start - RECORD_HEADER as usize;
+    let length = u32::try_from(length).expect("records are far below 4 GiB");
+    let crc = crc32fast::hash(&out[start + 8..]);
+    out[start..start + 4].copy_from_slice(&length.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    (out.len() - start) as u64
 }
 
 /// A record read back.

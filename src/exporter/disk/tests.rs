@@ -86,6 +86,8 @@ fn records_come_back_in_order_and_acknowledged_segments_are_removed() {
     assert_eq!(counters.records.get(), 5000);
     let segments = log::list_segments(queue.dir()).unwrap().len();
     assert!(segments > 2, "{segments} segments of 256 KiB for ~500 KiB");
+    // The oldest come back from disk, the newest from the cache of what
+    // was just written (an eighth of the budget).
     assert_eq!(drain(&queue), (0..5000).collect::<Vec<_>>());
     assert_eq!(
         log::list_segments(queue.dir()).unwrap().len(),

@@ -193,9 +193,13 @@ impl<C: PutSegments> Sender<C> {
                 () = self.queue.full_batch() => false,
                 _ = ticker.tick() => true,
             };
-            self.dispatch(&mut calls, flush_all).await;
+            self.dispatch(&mut calls, flush_all, &stop).await;
         }
-        self.dispatch(&mut calls, true).await;
+        // A disk backlog behind a failing endpoint stays for the next start;
+        // memory (or a healthy endpoint) is sent now.
+        if !self.queue.is_durable() || self.queue.is_healthy() {
+            self.dispatch(&mut calls, true, &stop).await;
+        }
         while let Some(joined) = calls.join_next().await {
             report_panic(joined);
         }
@@ -205,13 +209,17 @@ impl<C: PutSegments> Sender<C> {
     /// `flush_all`, waiting for a free slot when `max_concurrency` are in
     /// flight (meanwhile the queue fills: receivers are held back, or the
     /// oldest documents dropped).
-    async fn dispatch(&self, calls: &mut JoinSet<()>, flush_all: bool) {
+    async fn dispatch(&self, calls: &mut JoinSet<()>, flush_all: bool, stop: &CancellationToken) {
         let min = if flush_all { 1 } else { self.batch_size };
         loop {
             while calls.len() >= self.max_concurrency {
                 if let Some(joined) = calls.join_next().await {
                     report_panic(joined);
                 }
+            }
+            if stop.is_cancelled() && self.queue.is_durable() && !self.queue.is_healthy() {
+                // The disk backlog waits for the next start.
+                return;
             }
             let Some(batch) = self.queue.take(min, self.batch_size) else {
                 return;
@@ -222,6 +230,7 @@ impl<C: PutSegments> Sender<C> {
                 self.retry,
                 self.queue.clone(),
                 self.warn.clone(),
+                stop.clone(),
             ));
         }
     }
@@ -246,6 +255,7 @@ async fn send_batch<C: PutSegments>(
     retry: RetryPolicy,
     queue: Arc<SegmentQueue>,
     warn: Arc<WarnLimiter>,
+    stop: CancellationToken,
 ) {
     let counters = queue.counters().clone();
     let durable = batch.ticket.is_some();
@@ -299,6 +309,10 @@ async fn send_batch<C: PutSegments>(
                 return;
             }
         };
+        if durable && stop.is_cancelled() {
+            // Safe on disk: sent again after the restart.
+            return;
+        }
         if retries >= retry.max_retries && !durable {
             give_up(
                 &pending,

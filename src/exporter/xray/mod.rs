@@ -16,6 +16,12 @@
 //! JSON document crosses to the sender. While calls succeed but the queue
 //! is half full, its [`AdmissionGate`] makes receivers refuse new spans
 //! (backpressure) rather than the queue dropping them.
+//!
+//! With `durability: disk` the queue is a [`DiskQueue`]: documents are
+//! written before the worker returns (so before the client is answered),
+//! batches are retried until X-Ray takes them, and a restart sends what
+//! was not acknowledged. The gate then closes only when the disk budget is
+//! nearly used up.
 
 pub mod client;
 pub mod config;
@@ -237,6 +243,11 @@ impl SegmentQueue {
         }
     }
 
+    /// Whether the last call succeeded.
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
     /// Spans queued or in flight in memory: what a shutdown now would
     /// lose (the disk queue keeps its own for the next start).
     fn pending_spans(&self) -> u64 {
@@ -298,7 +309,7 @@ impl SegmentQueue {
     fn sync(&self) -> u64 {
         self.disk.as_ref().map_or(0, |disk| {
             disk.sync();
-            disk.waiting_items()
+            disk.unacknowledged_items()
         })
     }
 }
