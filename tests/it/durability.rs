@@ -309,3 +309,131 @@ async fn emf_requests_made_during_an_outage_arrive_after_a_rollout() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A size-limited tmpfs mounted at a directory, unmounted on drop: a full
+/// or read-only disk without touching the machine's own.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts one (`options` such as `size=1m` or `size=1m,ro`), or `None`
+    /// with a loud skip where this user may not mount (not root).
+    fn mount(at: &std::path::Path, options: &str, what: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(at)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(Self(at.to_owned())),
+            other => {
+                eprintln!("SKIPPED: {what}: cannot mount a tmpfs here ({other:?}); it needs root");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_sends_new_documents_to_memory_and_loses_none() {
+    let Some((moto, proxy)) = moto_behind_proxy("the full disk test").await else {
+        return;
+    };
+    proxy.set(Fault::Reset);
+    let dir = tempfile::tempdir().unwrap();
+    // The data directory is a 1 MiB file system; the budget says 64 MiB.
+    let Some(_disk) = Tmpfs::mount(&dir.path().join("data"), "size=1m", "the full disk test")
+    else {
+        return;
+    };
+    let yaml = format!(
+        "storage:\n  enabled: false\n{}",
+        yaml(
+            &proxy,
+            "    disk_budget: 67108864\n    backpressure: false\n"
+        )
+    );
+    let collector = Collector::start_in_env(dir.path(), &["run"], &yaml, FAKE_AWS_ENV);
+    let mut all = Vec::new();
+    let mut expected = HashSet::new();
+    // About 370 bytes a document: 2.2 MB, twice what the disk holds.
+    for batch in 0..60u64 {
+        let (spans, ids) = fresh_spans(100, 3000 + batch);
+        expected.extend(ids);
+        all.extend(spans.clone());
+        send_http(&collector, spans).await;
+    }
+    let text = collector.metrics_text().await;
+    assert!(
+        series_value(
+            &text,
+            "tracemap_exporter_disk_errors_total{exporter=\"xray\",reason=\"no_space\"}"
+        ) > 0.0,
+        "{text}"
+    );
+    assert!(
+        collector.logs().iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("disk queue cannot be written"))),
+        "a clear log line"
+    );
+    proxy.set(Fault::Pass);
+    let total = expected.len() as f64;
+    let text = wait_metrics_for(
+        &collector,
+        "every span sent",
+        Duration::from_secs(60),
+        |t| series_value(t, SENT) >= total,
+    )
+    .await;
+    assert_eq!(series_value(&text, SENT), total);
+    assert_all_in_moto(&moto, &trace_ids(&all), &expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_queue_directory_falls_back_to_memory_by_name() {
+    let Some((_moto, proxy)) = moto_behind_proxy("the read-only disk test").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let queue = dir.path().join("data/queue/xray");
+    let Some(_ro) = Tmpfs::mount(&queue, "size=1m,ro", "the read-only disk test") else {
+        return;
+    };
+    let collector = Collector::start_in_env(dir.path(), &["run"], &yaml(&proxy, ""), FAKE_AWS_ENV);
+    let (spans, _) = fresh_spans(50, 4000);
+    send_http(&collector, spans).await;
+    let text = wait_metrics_for(&collector, "50 spans sent", Duration::from_secs(20), |t| {
+        series_value(t, SENT) >= 50.0
+    })
+    .await;
+    assert_eq!(
+        series_value(
+            &text,
+            "tracemap_exporter_disk_errors_total{exporter=\"xray\",reason=\"read_only\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    let logs = collector.logs();
+    let line = logs
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("disk queue unusable"))
+        })
+        .unwrap_or_else(|| panic!("no log line in {logs:#?}"));
+    assert!(
+        line["error"].as_str().unwrap().contains("queue/xray"),
+        "names the file: {line}"
+    );
+}
