@@ -40,8 +40,7 @@ use super::queue::Weighed;
 
 /// Records just written are also kept in memory, up to this many bytes (or
 /// an eighth of the budget), so a sender that keeps up never reads them
-/// back from disk: in `cargo bench --bench disk_queue` that halves the
-/// cost of a document.
+/// back from disk (the reads, checksums and copies of a second pass).
 const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Drop reasons of the disk tier, as `reason` label values.
