@@ -139,6 +139,20 @@ struct Segment {
     read_items: u64,
 }
 
+impl Segment {
+    /// A new segment: its header only.
+    fn empty(id: u64) -> Self {
+        Self {
+            id,
+            end: log::HEADER,
+            records: 0,
+            items: 0,
+            read_records: 0,
+            read_items: 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Flight {
     start: Pos,
@@ -294,14 +308,7 @@ impl<T: Durable> DiskQueue<T> {
             other => {
                 let id = other.map_or(first.max(frontier.segment), |s| s.id + 1);
                 let file = log::create_segment(&dir, id)?;
-                segments.push_back(Segment {
-                    id,
-                    end: log::HEADER,
-                    records: 0,
-                    items: 0,
-                    read_records: 0,
-                    read_items: 0,
-                });
+                segments.push_back(Segment::empty(id));
                 file
             }
         };
@@ -477,14 +484,7 @@ impl<T: Durable> DiskQueue<T> {
         }
         inner.writer = file;
         inner.bytes += log::HEADER;
-        inner.segments.push_back(Segment {
-            id,
-            end: log::HEADER,
-            records: 0,
-            items: 0,
-            read_records: 0,
-            read_items: 0,
-        });
+        inner.segments.push_back(Segment::empty(id));
         Ok(())
     }
 
