@@ -12,8 +12,9 @@ pub mod prometheus;
 pub mod queue;
 pub mod xray;
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -115,7 +116,26 @@ pub struct ExporterMetrics {
     pub(crate) replay_duplicates: Family<ExporterLabels, Counter>,
     pub(crate) disk_errors: Family<ReasonLabels, Counter>,
     pub(crate) disk_written: Family<ExporterLabels, Counter>,
+    /// Exporters whose disk-tier series exist (a `Family` cannot be listed).
+    disk_exporters: Mutex<BTreeSet<&'static str>>,
 }
+
+/// One exporter's disk backlog, as its `tracemap_exporter_queue_*` series
+/// (`tier="disk"`) show it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// The `exporter` label.
+    pub exporter: &'static str,
+    /// Bytes the disk queue holds.
+    pub bytes: i64,
+    /// Records waiting in it.
+    pub records: i64,
+    /// Age of the oldest waiting record, in seconds.
+    pub oldest_age_seconds: f64,
+}
+
+/// The `tier` label of disk-queue series.
+const DISK_TIER: &str = "disk";
 
 /// Queue size series: the memory and the disk tier apart.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -191,6 +211,34 @@ impl ExporterMetrics {
         metrics
     }
 
+    /// The disk backlog of every exporter with a disk queue, by name;
+    /// reads the series, creates none.
+    pub fn backlogs(&self) -> Vec<Backlog> {
+        let exporters = self
+            .disk_exporters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        exporters
+            .into_iter()
+            .map(|exporter| {
+                let tier = TierLabels {
+                    exporter,
+                    tier: DISK_TIER,
+                };
+                Backlog {
+                    exporter,
+                    bytes: self.queue_bytes.get(&tier).map_or(0, |g| g.get()),
+                    records: self.queue_records.get(&tier).map_or(0, |g| g.get()),
+                    oldest_age_seconds: self
+                        .queue_oldest_age
+                        .get(&ExporterLabels { exporter })
+                        .map_or(0.0, |g| g.get()),
+                }
+            })
+            .collect()
+    }
+
     /// Handles on one exporter's series; they exist (at zero) from now on.
     pub fn exporter(self: &Arc<Self>, exporter: &'static str) -> ExporterCounters {
         // `_owned`: a borrowed handle holds the family's read lock until the
@@ -255,8 +303,13 @@ impl ExporterCounters {
         let labels = ExporterLabels { exporter };
         let tier = TierLabels {
             exporter,
-            tier: "disk",
+            tier: DISK_TIER,
         };
+        families
+            .disk_exporters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(exporter);
         let dropped = |reason| {
             families
                 .dropped

@@ -178,6 +178,7 @@ async fn emf_events_in_moto_match_the_graph() {
     }
     let mut seen: BTreeMap<(String, String, String), Seen> = BTreeMap::new();
     let mut services = BTreeMap::new();
+    let mut backlogs = Vec::new();
     for event in &events {
         let doc: Value = serde_json::from_str(event.message().unwrap()).unwrap();
         let directive = &doc["_aws"]["CloudWatchMetrics"][0];
@@ -188,6 +189,10 @@ async fn emf_events_in_moto_match_the_graph() {
             event.timestamp(),
             "event and document agree on the minute"
         );
+        if doc.get("Exporter").is_some() {
+            backlogs.push(doc);
+            continue;
+        }
         if let Some(service) = doc["Service"].as_str() {
             if doc.get("Operation").is_none() {
                 *services.entry(service.to_owned()).or_insert(0.0) +=
@@ -274,6 +279,34 @@ async fn emf_events_in_moto_match_the_graph() {
         Some(&(REQUESTS as f64)),
         "{services:?}"
     );
+    // Storage is on, so the exporter's own requests queue on disk: its
+    // backlog arrives with each flush, under [Exporter, ClusterName].
+    let emf = backlogs
+        .iter()
+        .find(|d| d["Exporter"] == "emf")
+        .unwrap_or_else(|| panic!("no backlog of the emf exporter: {backlogs:#?}"));
+    let directive = &emf["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(
+        directive["Dimensions"],
+        serde_json::json!([["Exporter", "ClusterName"]]),
+        "{emf}"
+    );
+    assert_eq!(
+        directive["Metrics"],
+        serde_json::json!([
+            {"Name": "ExportQueueBytes", "Unit": "Bytes"},
+            {"Name": "ExportQueueRecords", "Unit": "Count"},
+            {"Name": "ExportQueueOldestAge", "Unit": "Seconds"},
+        ]),
+        "{emf}"
+    );
+    for metric in [
+        "ExportQueueBytes",
+        "ExportQueueRecords",
+        "ExportQueueOldestAge",
+    ] {
+        assert!(emf[metric].as_f64().is_some_and(|v| v >= 0.0), "{emf}");
+    }
 }
 
 #[tokio::test]
@@ -361,5 +394,35 @@ async fn putmetricdata_in_moto_matches_the_graph() {
                 "{what}"
             );
         }
+    }
+    // The exporter's own disk backlog arrives too, once per flushed minute.
+    for metric in [
+        "ExportQueueBytes",
+        "ExportQueueRecords",
+        "ExportQueueOldestAge",
+    ] {
+        let mut request = client
+            .get_metric_statistics()
+            .namespace("TraceMapPmdTest")
+            .metric_name(metric)
+            .start_time(aws_sdk_cloudwatch::primitives::DateTime::from(start))
+            .end_time(aws_sdk_cloudwatch::primitives::DateTime::from(end))
+            .period(((end.duration_since(start).unwrap().as_secs()) / 60 * 60) as i32)
+            .statistics(aws_sdk_cloudwatch::types::Statistic::SampleCount);
+        for (n, v) in [("Exporter", "cloudwatch"), ("ClusterName", CLUSTER)] {
+            request = request.dimensions(
+                aws_sdk_cloudwatch::types::Dimension::builder()
+                    .name(n)
+                    .value(v)
+                    .build(),
+            );
+        }
+        let out = request.send().await.expect("GetMetricStatistics");
+        let samples: f64 = out
+            .datapoints()
+            .iter()
+            .filter_map(|p| p.sample_count())
+            .sum();
+        assert!(samples >= 1.0, "{metric}: {:?}", out.datapoints());
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use tracemap::exporter::cloudwatch::CloudWatchConfig;
-use tracemap::exporter::cloudwatch::model::{ModelConfig, emitted};
+use tracemap::exporter::cloudwatch::model::{BACKLOG_METRICS, DIM_EXPORTER, ModelConfig, emitted};
 
 fn repo_file(rel: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
@@ -190,7 +190,7 @@ fn cloudwatch_dashboard_names_only_what_the_exporter_emits() {
         problems.join("\n")
     );
     // It shows what the issue asks for: edges by requests, error rate,
-    // p99 latency, and per-service RED.
+    // p99 latency, per-service RED, and the exporters' disk backlog.
     for metric in [
         "Requests",
         "ErrorRate",
@@ -208,4 +208,11 @@ fn cloudwatch_dashboard_names_only_what_the_exporter_emits() {
         used.iter().any(|(_, d)| d.contains(&"Service".to_owned())),
         "no per-service widget"
     );
+    for metric in BACKLOG_METRICS {
+        assert!(
+            used.iter()
+                .any(|(m, d)| m == metric && d.contains(&DIM_EXPORTER.to_owned())),
+            "{metric} per exporter not on the dashboard"
+        );
+    }
 }

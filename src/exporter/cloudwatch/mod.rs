@@ -11,7 +11,9 @@
 //! still being recorded), stamped with its start, so CloudWatch receives
 //! each edge's numbers for a minute exactly once and they equal what
 //! `/api/v1/graph` shows for that minute. At shutdown the current,
-//! partial minute is exported too.
+//! partial minute is exported too. With each flush's newest minute goes
+//! the disk backlog of every exporter that has a disk queue, read from
+//! the `tracemap_exporter_queue_*` series.
 
 pub mod client;
 pub mod config;
@@ -351,6 +353,8 @@ pub struct Producer {
     model: ModelConfig,
     encoder: Encoder,
     operations: OperationTracker,
+    /// Where the exporters' disk backlogs are read, if anywhere.
+    backlog: Option<Arc<ExporterMetrics>>,
     /// First minute not exported yet.
     next_minute: Minute,
 }
@@ -364,8 +368,16 @@ impl Producer {
             model,
             encoder: Encoder::new(config),
             operations: OperationTracker::default(),
+            backlog: None,
             next_minute: unix_minute(now),
         }
+    }
+
+    /// Also exports, with each flush's newest minute, the disk backlog of
+    /// every exporter reporting to `metrics`.
+    pub fn with_backlog(mut self, metrics: Arc<ExporterMetrics>) -> Self {
+        self.backlog = Some(metrics);
+        self
     }
 
     /// The requests for every minute over at `now` (with `include_current`,
@@ -401,6 +413,9 @@ impl Producer {
             stats.folded += built.folded;
             groups.extend(built.groups);
             stats.minutes += 1;
+        }
+        if let Some(metrics) = &self.backlog {
+            groups.extend(self.model.backlog(&metrics.backlogs(), last * 60_000));
         }
         self.next_minute = last + 1;
         let (payloads, _left_out) = self.encoder.encode(&groups);
@@ -490,7 +505,8 @@ impl CloudWatchExporter {
             warn: WarnLimiter::new(Duration::from_secs(30)),
         };
         let sender = tokio::spawn(sender.run(stop_sender.clone()));
-        let producer = Producer::new(config, graph, SystemTime::now());
+        let producer =
+            Producer::new(config, graph, SystemTime::now()).with_backlog(metrics.clone());
         let producer = tokio::spawn(produce(
             producer,
             config.flush_interval,

@@ -5,12 +5,15 @@
 //! `ClientLatency`/`ServerLatency` (Milliseconds, distributions) under
 //! `[Client, Server, ConnectionType]` plus the configured rollups; per
 //! service `[Service]` and per operation `[Service, Operation]`,
-//! `Requests`, `Errors`, `ErrorRate` and `Latency`. Static dimensions
-//! (`ClusterName`, `dimensions`) are appended to every set.
+//! `Requests`, `Errors`, `ErrorRate` and `Latency`. Per exporter with a
+//! disk queue `[Exporter]`, its backlog: `ExportQueueBytes` (Bytes),
+//! `ExportQueueRecords` (Count) and `ExportQueueOldestAge` (Seconds).
+//! Static dimensions (`ClusterName`, `dimensions`) are appended to every set.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::exporter::Backlog;
 use crate::graph::edge::{EdgeStats, Histogram, NodeStats};
 use crate::graph::sketch::Sketch;
 use crate::graph::spanmetrics::{SeriesKey, SpanMetricsSnapshot};
@@ -28,14 +31,17 @@ pub const DIM_SERVICE: &str = "Service";
 pub const DIM_OPERATION: &str = "Operation";
 /// The cluster, from `cluster_name`.
 pub const DIM_CLUSTER_NAME: &str = "ClusterName";
+/// An exporter (its `exporter` label), for its disk backlog.
+pub const DIM_EXPORTER: &str = "Exporter";
 /// Dimension names tracemap sets itself; `dimensions` cannot use them.
-pub const RESERVED_DIMENSIONS: [&str; 6] = [
+pub const RESERVED_DIMENSIONS: [&str; 7] = [
     DIM_CLIENT,
     DIM_SERVER,
     DIM_CONNECTION_TYPE,
     DIM_SERVICE,
     DIM_OPERATION,
     DIM_CLUSTER_NAME,
+    DIM_EXPORTER,
 ];
 
 /// Requests (edge: calls; service/operation: served spans).
@@ -50,6 +56,20 @@ pub const METRIC_CLIENT_LATENCY: &str = "ClientLatency";
 pub const METRIC_SERVER_LATENCY: &str = "ServerLatency";
 /// Service or operation latency.
 pub const METRIC_LATENCY: &str = "Latency";
+
+/// Bytes an exporter's disk queue holds.
+pub const METRIC_EXPORT_QUEUE_BYTES: &str = "ExportQueueBytes";
+/// Records waiting in an exporter's disk queue.
+pub const METRIC_EXPORT_QUEUE_RECORDS: &str = "ExportQueueRecords";
+/// Age of the oldest record waiting in an exporter's disk queue.
+pub const METRIC_EXPORT_QUEUE_OLDEST_AGE: &str = "ExportQueueOldestAge";
+
+/// Every metric an exporter's backlog carries.
+pub const BACKLOG_METRICS: [&str; 3] = [
+    METRIC_EXPORT_QUEUE_BYTES,
+    METRIC_EXPORT_QUEUE_RECORDS,
+    METRIC_EXPORT_QUEUE_OLDEST_AGE,
+];
 
 /// Every metric an edge carries.
 pub const EDGE_METRICS: [&str; 5] = [
@@ -83,6 +103,10 @@ pub enum Unit {
     Percent,
     /// A duration.
     Milliseconds,
+    /// A size.
+    Bytes,
+    /// An age.
+    Seconds,
 }
 
 impl Unit {
@@ -92,6 +116,8 @@ impl Unit {
             Self::Count => "Count",
             Self::Percent => "Percent",
             Self::Milliseconds => "Milliseconds",
+            Self::Bytes => "Bytes",
+            Self::Seconds => "Seconds",
         }
     }
 }
@@ -566,6 +592,31 @@ impl ModelConfig {
         }
         built
     }
+
+    /// The backlog groups of `backlogs` (one per exporter with a disk
+    /// queue), at `timestamp_ms`. At most one set per exporter, and
+    /// exporters are fixed in code, so `max_dimension_sets` (a bound on
+    /// what traffic names) does not apply.
+    pub fn backlog(&self, backlogs: &[Backlog], timestamp_ms: i64) -> Vec<MetricGroup> {
+        let sets = vec![self.with_static_names(&[DIM_EXPORTER])];
+        backlogs
+            .iter()
+            .map(|b| MetricGroup {
+                timestamp_ms,
+                dimensions: self.with_static(vec![(DIM_EXPORTER.into(), b.exporter.into())]),
+                dimension_sets: sets.clone(),
+                metrics: vec![
+                    scalar(METRIC_EXPORT_QUEUE_BYTES, Unit::Bytes, b.bytes as f64),
+                    scalar(METRIC_EXPORT_QUEUE_RECORDS, Unit::Count, b.records as f64),
+                    scalar(
+                        METRIC_EXPORT_QUEUE_OLDEST_AGE,
+                        Unit::Seconds,
+                        b.oldest_age_seconds,
+                    ),
+                ],
+            })
+            .collect()
+    }
 }
 
 fn red(requests: u64, errors: u64, latency: Distribution) -> Vec<Metric> {
@@ -583,7 +634,8 @@ fn red(requests: u64, errors: u64, latency: Distribution) -> Vec<Metric> {
 
 /// Every (metric name, dimension set) the model emits under `model`'s
 /// rollups and static dimensions, found by running it on a graph with one
-/// edge, one served service and one operation; dashboards are checked
+/// edge, one served service and one operation, and one exporter's disk
+/// backlog; dashboards are checked
 /// against this, so they can only name what the code emits.
 pub fn emitted(model: &ModelConfig) -> std::collections::BTreeSet<(String, Vec<String>)> {
     use crate::graph::TimeWindow;
@@ -627,8 +679,16 @@ pub fn emitted(model: &ModelConfig) -> std::collections::BTreeSet<(String, Vec<S
             latency,
         },
     )]);
+    let backlog = Backlog {
+        exporter: "emf",
+        bytes: 1,
+        records: 1,
+        oldest_age_seconds: 1.0,
+    };
+    let mut groups = model.build(&topology, &operations, 0).groups;
+    groups.extend(model.backlog(&[backlog], 0));
     let mut out = std::collections::BTreeSet::new();
-    for group in model.build(&topology, &operations, 0).groups {
+    for group in groups {
         for set in &group.dimension_sets {
             for metric in &group.metrics {
                 out.insert((metric.name.clone(), set.clone()));

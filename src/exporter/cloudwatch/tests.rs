@@ -622,6 +622,133 @@ fn each_minute_is_exported_once_after_it_is_over() {
     assert!(last.is_empty(), "nothing happened in it");
 }
 
+/// Exporter series where only `emf` has a disk queue, holding 3 records.
+fn backlog_metrics() -> std::sync::Arc<ExporterMetrics> {
+    let metrics = std::sync::Arc::new(ExporterMetrics::default());
+    let _memory_only = metrics.exporter("xray");
+    let disk = metrics.exporter("emf").disk();
+    disk.bytes.set(4096);
+    disk.records.set(3);
+    disk.oldest_age.set(12.5);
+    metrics
+}
+
+#[test]
+fn backlogs_name_only_exporters_with_a_disk_queue() {
+    let metrics = backlog_metrics();
+    let backlogs = metrics.backlogs();
+    assert_eq!(
+        backlogs,
+        [crate::exporter::Backlog {
+            exporter: "emf",
+            bytes: 4096,
+            records: 3,
+            oldest_age_seconds: 12.5,
+        }]
+    );
+    let xray = crate::exporter::TierLabels {
+        exporter: "xray",
+        tier: "disk",
+    };
+    assert!(
+        metrics.queue_bytes.get(&xray).is_none() && metrics.queue_records.get(&xray).is_none(),
+        "reading creates no series"
+    );
+}
+
+#[test]
+fn backlog_group_in_emf_and_putmetricdata() {
+    let groups = model(true).backlog(&backlog_metrics().backlogs(), T0);
+    assert_eq!(groups.len(), 1);
+    let emf = emf::encode("TraceMap", &groups, &EmfLimits::default());
+    let docs = parsed(&emf.events);
+    assert_eq!(docs.len(), 1);
+    let doc = &docs[0];
+    assert_eq!(doc["_aws"]["Timestamp"], json!(T0));
+    let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(
+        directive["Dimensions"],
+        json!([["Exporter", "ClusterName"]])
+    );
+    assert_eq!(
+        directive["Metrics"],
+        json!([
+            {"Name": "ExportQueueBytes", "Unit": "Bytes"},
+            {"Name": "ExportQueueRecords", "Unit": "Count"},
+            {"Name": "ExportQueueOldestAge", "Unit": "Seconds"},
+        ])
+    );
+    assert_eq!(
+        (&doc["Exporter"], &doc["ClusterName"]),
+        (&json!("emf"), &json!("prod-eu"))
+    );
+    assert_eq!(
+        (
+            &doc["ExportQueueBytes"],
+            &doc["ExportQueueRecords"],
+            &doc["ExportQueueOldestAge"]
+        ),
+        (&json!(4096), &json!(3), &json!(12.5))
+    );
+
+    let pmd = pmd::encode("TraceMap", &groups, &PmdLimits::default());
+    assert_eq!(pmd.inputs.len(), 1);
+    let data: Vec<Value> = pmd.inputs[0].data.iter().map(pmd::Datum::to_json).collect();
+    let dims = json!([
+        {"Name": "Exporter", "Value": "emf"},
+        {"Name": "ClusterName", "Value": "prod-eu"},
+    ]);
+    let expected = [
+        ("ExportQueueBytes", "Bytes", 4096.0),
+        ("ExportQueueRecords", "Count", 3.0),
+        ("ExportQueueOldestAge", "Seconds", 12.5),
+    ];
+    assert_eq!(data.len(), expected.len());
+    for (datum, (name, unit, value)) in data.iter().zip(expected) {
+        assert_eq!(datum["MetricName"], name);
+        assert_eq!(datum["Unit"], unit);
+        assert_eq!(datum["Value"], json!(value));
+        assert_eq!(datum["Dimensions"], dims);
+        assert_eq!(datum["Timestamp"], json!(T0));
+    }
+    // The names CloudWatch's SDK knows.
+    for unit in [Unit::Bytes, Unit::Seconds] {
+        let known = aws_sdk_cloudwatch::types::StandardUnit::values();
+        assert!(known.contains(&unit.as_str()), "{unit:?}");
+    }
+}
+
+#[test]
+fn backlog_rides_on_the_newest_minute_of_each_flush() {
+    let graph = Graph::new(crate::graph::GraphConfig::default().checked(), 1);
+    let now = SystemTime::now();
+    let mut producer =
+        Producer::new(&CloudWatchConfig::default(), graph, now).with_backlog(backlog_metrics());
+    let (payloads, stats) = producer.flush(now, false);
+    assert!(
+        payloads.is_empty() && stats.minutes == 0,
+        "no minute is over"
+    );
+    let later = now + Duration::from_secs(182) + MINUTE_GRACE;
+    let (payloads, stats) = producer.flush(later, false);
+    assert!(stats.minutes >= 3, "{stats:?}");
+    let Payload::Events(events) = &payloads[0] else {
+        panic!("emf mode")
+    };
+    let docs = parsed(events);
+    let newest = (crate::graph::unix_minute(later - MINUTE_GRACE) - 1) * 60_000;
+    let backlog: Vec<&Value> = docs.iter().filter(|d| d["Exporter"] == "emf").collect();
+    assert_eq!(
+        backlog.len(),
+        1,
+        "once per flush, not per minute: {docs:#?}"
+    );
+    assert_eq!(backlog[0]["_aws"]["Timestamp"], json!(newest));
+    assert_eq!(backlog[0]["ExportQueueRecords"], json!(3));
+    let (again, _) = producer.flush(later, false);
+    assert!(again.is_empty(), "no new minute, no backlog");
+}
+
 /// A sink that answers from a script, then succeeds.
 #[derive(Default)]
 struct FakeSink {
