@@ -21,6 +21,7 @@ use crate::exporter::forward::{ForwardError, Forwarder};
 use crate::exporter::prometheus::ServiceGraphCollector;
 use crate::exporter::xray::{XrayError, XrayExporter};
 use crate::graph::{Graph, unix_minute};
+use crate::pipeline::memory::{MemoryLimit, MemoryWatcher, Shrink};
 use crate::pipeline::{ConsumerFactory, DrainReport, Pipeline, PipelineError, SpanConsumer};
 use crate::receiver::{ReceiverMetrics, otlp_grpc, otlp_http};
 use crate::store::{History, Store, StoreMetrics};
@@ -83,6 +84,7 @@ pub struct App {
     /// The graph with its stored history.
     pub history: History,
     pipeline: Pipeline,
+    memory: MemoryWatcher,
     xray: Option<XrayExporter>,
     cloudwatch: Option<CloudWatchExporter>,
     forwarder: Option<Forwarder>,
@@ -182,6 +184,11 @@ impl App {
                 None,
             ),
         };
+        // The memory gate first: a memory refusal never waits on another gate.
+        let memory_limit = MemoryLimit::resolve(config.pipeline.memory_limit);
+        memory_limit.log();
+        let shrinkers: Vec<Arc<dyn Shrink>> = vec![Arc::new(graph.clone())];
+        let memory = MemoryWatcher::start(&memory_limit, &mut pipeline, shrinkers, &mut registry);
         if let Some(xray) = &xray {
             pipeline.add_gate(xray.admission_gate());
         }
@@ -240,6 +247,7 @@ impl App {
             graph,
             history,
             pipeline,
+            memory,
             xray,
             cloudwatch,
             forwarder,
@@ -264,6 +272,13 @@ impl App {
             }
         }
         let report = self.pipeline.drain(deadline).await;
+        let memory = self.memory;
+        if tokio::task::spawn_blocking(move || memory.stop())
+            .await
+            .is_err()
+        {
+            tracing::error!("stopping the memory watcher panicked");
+        }
         // After the drain: the workers' last spans are queued by now. The
         // store and the exporters flush side by side against one deadline.
         let flush_store = async {
