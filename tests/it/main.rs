@@ -14,6 +14,7 @@ mod deploy;
 mod faults;
 mod history;
 mod loadgen;
+mod memory_limit;
 mod otlp_grpc;
 mod otlp_http;
 mod python_sdk;
