@@ -21,9 +21,19 @@
 # CPU-second of the agent (spans it forwarded, acknowledged by the gateway)
 # against the standalone's (spans it accepted).
 #
+# The memory scenario is issue 15's overload test at full length: a
+# tracemap on core 0 with pipeline.memory_limit set BENCH_MEMORY_OVER_IDLE_MIB
+# above its idle RSS (history store on, as deployed), and four loadgens on
+# core 1 (16 requests in flight each, started a second apart) asking for ten
+# times the rate a calibration run sustained, for BENCH_MEMORY_DURATION
+# seconds. It samples the collector's RSS every 5 ms, reads the kernel's
+# VmHWM, the memory_limit refusals and how long after the load spans are
+# taken again. (tests/it/memory_limit.rs is the 15-second CI version.)
+#
 # Knobs (environment): BENCH_DURATION seconds a run (20), BENCH_REPS runs of
 # each collector, alternating (3), BENCH_RATE spans/s of the fixed-rate run
-# (100000), BENCH_SCENARIOS, any of graph, xray, forward (graph xray),
+# (100000), BENCH_SCENARIOS, any of graph, xray, forward, memory (graph xray),
+# BENCH_MEMORY_DURATION (120), BENCH_MEMORY_OVER_IDLE_MIB (40),
 # ROTEL_VERSION (0.0.1a15). Needs cargo, python3 and 2 CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +42,8 @@ DURATION=${BENCH_DURATION:-20}
 REPS=${BENCH_REPS:-3}
 RATE=${BENCH_RATE:-100000}
 SCENARIOS=${BENCH_SCENARIOS:-graph xray}
+MEMORY_DURATION=${BENCH_MEMORY_DURATION:-120}
+MEMORY_OVER_IDLE_MIB=${BENCH_MEMORY_OVER_IDLE_MIB:-40}
 ROTEL_VERSION=${ROTEL_VERSION:-0.0.1a15}
 RSS_TARGET_MIB=64
 SEED=7 # the same pool of requests for every run
@@ -44,8 +56,8 @@ AWS_FAKE=(AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_D
 ACCEPTED='tracemap_receiver_accepted_spans_total{protocol="grpc"}'
 FORWARDED='tracemap_exporter_sent_total{exporter="forward"}'
 for scenario in $SCENARIOS; do
-  case "$scenario" in graph | xray | forward) ;;
-  *) echo "bench: BENCH_SCENARIOS lists graph, xray or forward, not $scenario" >&2; exit 2 ;;
+  case "$scenario" in graph | xray | forward | memory) ;;
+  *) echo "bench: BENCH_SCENARIOS lists graph, xray, forward or memory, not $scenario" >&2; exit 2 ;;
   esac
 done
 has() { case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -355,6 +367,83 @@ if has forward; then
   stop_pid "$GPID"
 fi
 
+MEMORY="$TMP/memory.txt"
+: >"$MEMORY"
+if has memory; then
+  step "memory: calibration (idle RSS, the rate sustained with 4 requests in flight)"
+  start_tracemap
+  sleep 1
+  idle_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$CPID/status")
+  taskset -c 1 "$TRACEMAP" loadgen --endpoint "$ENDPOINT" --concurrency 4 --duration 5s \
+    --seed "$SEED" --format json >"$TMP/calibrate.json" 2>/dev/null || die "calibration loadgen failed"
+  sustained=$("$PY" -c 'import json, sys; print(int(json.load(open(sys.argv[1]))["spans_per_sec"]))' "$TMP/calibrate.json")
+  stop_pid "$CPID"
+  limit=$(((idle_kib + MEMORY_OVER_IDLE_MIB * 1024) * 1024))
+  step "memory: limit $((limit / 1048576)) MiB (idle $((idle_kib / 1024)) MiB + $MEMORY_OVER_IDLE_MIB), 4 loadgens at 10 x $sustained spans/s for ${MEMORY_DURATION}s"
+  start_tracemap "$(printf 'pipeline:\n  memory_limit: %s\n' "$limit")"
+  # RSS every 5 ms until the stop file appears (at most the run plus 5 minutes).
+  "$PY" - "$CPID" "$TMP/rss.stop" "$((MEMORY_DURATION + 300))" >"$TMP/rss.peak" <<'EOF' &
+import os, sys, time
+pid, stop, until = sys.argv[1], sys.argv[2], time.time() + float(sys.argv[3])
+peak = 0
+while not os.path.exists(stop) and time.time() < until:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                peak = max(peak, int(line.split()[1]))
+    except OSError:
+        break
+    time.sleep(0.005)
+print(peak)
+EOF
+  SAMPLER=$!
+  PIDS+=("$SAMPLER")
+  LOADS=()
+  for index in 1 2 3 4; do
+    taskset -c 1 "$TRACEMAP" loadgen --endpoint "$ENDPOINT" --rate $((sustained * 10 / 4)) \
+      --concurrency 16 --duration "${MEMORY_DURATION}s" --seed "$((SEED + index))" \
+      --format json >"$TMP/overload$index.json" 2>/dev/null &
+    LOADS+=("$!")
+    PIDS+=("$!")
+    sleep 1
+  done
+  for pid in "${LOADS[@]}"; do wait "$pid" || die "an overload loadgen failed"; done
+  ended=$(date +%s.%N)
+  # Recovery: one 512-span request (loadgen retries UNAVAILABLE itself),
+  # again until it is taken, at most 30 times.
+  recovered=""
+  for _ in $(seq 1 30); do
+    if "$TRACEMAP" loadgen --endpoint "$ENDPOINT" --max-spans 512 --concurrency 1 --duration 10s \
+      --format json 2>/dev/null | "$PY" -c 'import json, sys; sys.exit(json.load(sys.stdin)["requests_ok"] != 1)'; then
+      recovered=$("$PY" -c "import time; print(f'{time.time() - $ended:.1f}')")
+      break
+    fi
+  done
+  : >"$TMP/rss.stop"
+  wait "$SAMPLER" || true
+  hwm_kib=$(peak_rss_kib "$CPID")
+  refused_spans=$(metric "$API" 'tracemap_receiver_refused_spans_total{protocol="grpc",reason="memory_limit"}')
+  refused_requests=$(metric "$API" 'tracemap_receiver_refused_requests_total{protocol="grpc",reason="memory_limit"}')
+  evicted=$(metric "$API" tracemap_memory_evicted_halves_total)
+  accepted=$(metric "$API" "$ACCEPTED")
+  stop_pid "$CPID"
+  "$PY" - "$idle_kib" "$limit" "$(cat "$TMP/rss.peak")" "$hwm_kib" "$sustained" "$MEMORY_DURATION" \
+    "$refused_spans" "$refused_requests" "$evicted" "$accepted" "${recovered:-never}" \
+    "$TMP"/overload*.json >"$MEMORY" <<'EOF'
+import json, sys
+idle, limit, sampled, hwm, sustained, duration, rs, rr, evicted, accepted, recovered = sys.argv[1:12]
+peak = max(int(sampled), int(hwm)) * 1024
+limit = int(limit)
+unavailable = sum(json.load(open(f))["errors"].get("UNAVAILABLE", 0) for f in sys.argv[12:])
+print(f"memory limit, {duration}s at 10 x {int(sustained):,} spans/s: idle {int(idle) / 1024:.1f} MiB, "
+      f"limit {limit / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB (sampled {int(sampled) / 1024:.1f}, "
+      f"VmHWM {int(hwm) / 1024:.1f}): {'UNDER' if peak < limit else 'OVER'} the limit")
+print(f"  accepted {float(accepted):,.0f} spans; refused for memory: {float(rs):,.0f} spans and "
+      f"{float(rr):,.0f} requests (loadgens saw {unavailable:,} UNAVAILABLE); "
+      f"{float(evicted):,.0f} halves evicted; spans taken again {recovered} s after the load stopped")
+EOF
+fi
+
 step "results (collector on core 0, loadgen on core 1; load: $(cut -d' ' -f1-3 /proc/loadavg))"
 "$PY" - "$RESULTS" "$RSS_TARGET_MIB" "$DELIVERY" <<'EOF'
 import statistics, sys
@@ -408,3 +497,4 @@ for r in fixed:
     print(f"fixed rate ({r[1][4:]} spans/s): peak rss {r[8]} MiB, {verdict} the {target:.0f} MiB target, "
           f"{r[6]}% of a core")
 EOF
+cat "$MEMORY"

@@ -22,6 +22,7 @@ use crate::exporter::forward::{ForwardError, Forwarder};
 use crate::exporter::prometheus::ServiceGraphCollector;
 use crate::exporter::xray::{self, XrayError, XrayExporter};
 use crate::graph::{Graph, unix_minute};
+use crate::pipeline::memory::{MemoryLimit, MemoryWatcher, Shrink};
 use crate::pipeline::{ConsumerFactory, DrainReport, Pipeline, PipelineError, SpanConsumer};
 use crate::receiver::{ReceiverMetrics, otlp_grpc, otlp_http};
 use crate::store::{History, Store, StoreMetrics};
@@ -84,6 +85,7 @@ pub struct App {
     /// The graph with its stored history.
     pub history: History,
     pipeline: Pipeline,
+    memory: MemoryWatcher,
     xray: Option<XrayExporter>,
     cloudwatch: Option<CloudWatchExporter>,
     forwarder: Option<Forwarder>,
@@ -207,6 +209,11 @@ impl App {
                 None,
             ),
         };
+        // The memory gate first: a memory refusal never waits on another gate.
+        let memory_limit = MemoryLimit::resolve(config.pipeline.memory_limit);
+        memory_limit.log();
+        let shrinkers: Vec<Arc<dyn Shrink>> = vec![Arc::new(graph.clone())];
+        let memory = MemoryWatcher::start(&memory_limit, &mut pipeline, shrinkers, &mut registry);
         if let Some(xray) = &xray {
             pipeline.add_gate(xray.admission_gate());
             if xray.is_durable() {
@@ -268,6 +275,7 @@ impl App {
             graph,
             history,
             pipeline,
+            memory,
             xray,
             cloudwatch,
             forwarder,
@@ -292,6 +300,13 @@ impl App {
             }
         }
         let report = self.pipeline.drain(deadline).await;
+        let memory = self.memory;
+        if tokio::task::spawn_blocking(move || memory.stop())
+            .await
+            .is_err()
+        {
+            tracing::error!("stopping the memory watcher panicked");
+        }
         // After the drain: the workers' last spans are queued by now. The
         // store and the exporters flush side by side against one deadline.
         let flush_store = async {

@@ -20,8 +20,9 @@
 //!   [`receiver::SpanSink`].
 //! - [`pipeline`] is that sink: it routes spans by a hash of their trace id
 //!   to per-shard workers through bounded queues; when full, receivers
-//!   refuse with UNAVAILABLE / 503 so clients retry. It owns the traits its
-//!   consumers implement ([`pipeline::SpanConsumer`], [`pipeline::ForwardTarget`]).
+//!   refuse with UNAVAILABLE / 503 so clients retry; so they do near
+//!   [`pipeline::memory`]'s memory limit. It owns the traits its consumers
+//!   implement ([`pipeline::SpanConsumer`], [`pipeline::ForwardTarget`]).
 //! - [`graph`] pairs halves into edges and keeps per-minute statistics and
 //!   span metrics in memory for `graph.retention`.
 //! - [`exporter`] turns spans and the graph into outside formats: Prometheus

@@ -33,6 +33,7 @@ use self::topology::Topology;
 use crate::graph::spanmetrics::{SpanMetrics, SpanMetricsConfig};
 use crate::model::{KeySet, Span, SpanKind, StatusCode};
 use crate::pipeline::SpanConsumer;
+use crate::pipeline::memory::Shrink;
 use crate::validate::{Invalid, Valid};
 
 /// Name of the virtual client of root SERVER spans.
@@ -518,6 +519,31 @@ impl Shard {
     pub fn tick(&mut self, now: Instant, minute: Minute) {
         let mut expired = Vec::new();
         self.store.expire(now, |half| expired.push(half));
+        self.settle_expired(expired, minute);
+        // Before pruning, so no minute leaves memory unsent.
+        self.hand_over(now, minute, false);
+        let retention = self.config.retention_minutes();
+        let before = self.edges.len();
+        self.edges
+            .retain(|_, series| !series.minutes.prune(minute, retention));
+        self.counters.pruned_edges += (before - self.edges.len()) as u64;
+        self.nodes
+            .retain(|_, series| !series.prune(minute, retention));
+        self.spans.prune(minute, retention);
+    }
+
+    /// Expires the oldest `fraction` of the pending halves now, as the TTL
+    /// would later (memory is short); returns how many went.
+    pub fn shrink(&mut self, fraction: f64, minute: Minute) -> usize {
+        let mut expired = Vec::new();
+        let count = self.store.shrink(fraction, |half| expired.push(half));
+        self.settle_expired(expired, minute);
+        count
+    }
+
+    /// Draws expired client halves that name a peer as calls to it, and
+    /// counts the rest as discarded.
+    fn settle_expired(&mut self, expired: Vec<Half>, minute: Minute) {
         if let (false, Some(handover)) = (expired.is_empty(), &mut self.handover) {
             handover.dirty = true;
         }
@@ -538,16 +564,6 @@ impl Shard {
                 _ => self.counters.expired_discarded += 1,
             }
         }
-        // Before pruning, so no minute leaves memory unsent.
-        self.hand_over(now, minute, false);
-        let retention = self.config.retention_minutes();
-        let before = self.edges.len();
-        self.edges
-            .retain(|_, series| !series.minutes.prune(minute, retention));
-        self.counters.pruned_edges += (before - self.edges.len()) as u64;
-        self.nodes
-            .retain(|_, series| !series.prune(minute, retention));
-        self.spans.prune(minute, retention);
     }
 }
 
@@ -846,6 +862,18 @@ impl Graph {
             Self::lock(shard).spans.merge_into(&mut snapshot);
         }
         snapshot
+    }
+}
+
+impl Shrink for Graph {
+    /// Expires the oldest `fraction` of every shard's pending halves early,
+    /// counted as expired as the TTL would have; one shard locked at a time.
+    fn shrink(&self, fraction: f64) -> u64 {
+        let minute = unix_minute(SystemTime::now());
+        self.shards
+            .iter()
+            .map(|shard| Self::lock(shard).shrink(fraction, minute) as u64)
+            .sum()
     }
 }
 

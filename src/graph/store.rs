@@ -183,6 +183,23 @@ impl PairingStore {
         }
     }
 
+    /// Gives up the oldest `fraction` of the waiting halves as if their TTL
+    /// had passed (memory is short), then hands the memory of every removed
+    /// half, which the map keeps for reuse, back to the allocator. Returns
+    /// how many halves went.
+    pub fn shrink(&mut self, fraction: f64, mut on_expired: impl FnMut(Half)) -> usize {
+        let len = self.pending.len();
+        let count = ((len as f64 * fraction.clamp(0.0, 1.0)).ceil() as usize).min(len);
+        for _ in 0..count {
+            let (_, entry) = self.pending.pop_front().expect("counted");
+            if !entry.paired {
+                on_expired(entry.half);
+            }
+        }
+        self.pending.shrink_to_fit();
+        count
+    }
+
     /// Halves waiting.
     pub fn len(&self) -> usize {
         self.pending.len()
@@ -309,6 +326,33 @@ mod tests {
         store.expire(now + Duration::from_secs(11), |_| expired += 1);
         assert_eq!(expired, 0, "a paired producer expires silently");
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn shrinking_gives_up_the_oldest_halves_first() {
+        let now = Instant::now();
+        let mut store = PairingStore::new(Duration::from_secs(10), 100);
+        for trace in 1..=8 {
+            let (t, s) = ids(trace, 1);
+            store.offer(t, s, half(&format!("s{trace}"), Side::Client), now);
+        }
+        // Touched again: a duplicate moves to the back.
+        let (t, s) = ids(1, 1);
+        store.offer(t, s, half("s1", Side::Client), now);
+        let mut expired = Vec::new();
+        assert_eq!(store.shrink(0.25, |h| expired.push(h.service)), 2);
+        assert_eq!(expired, vec![Arc::from("s2"), Arc::from("s3")]);
+        assert_eq!(store.len(), 6);
+        assert_eq!(store.shrink(0.1, |_| {}), 1, "at least one while any wait");
+        assert_eq!(store.shrink(1.0, |_| {}), 5);
+        assert!(store.is_empty());
+        assert_eq!(store.shrink(0.25, |_| {}), 0);
+        // Still works after giving its memory back.
+        let (t, s) = ids(9, 1);
+        assert_eq!(
+            store.offer(t, s, half("a", Side::Client), now),
+            Offer::Pending
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -239,6 +239,34 @@ fn expiry_draws_virtual_peers_and_counts_the_rest() {
 }
 
 #[test]
+fn shrinking_expires_the_oldest_halves_early_as_the_ttl_would() {
+    let h = Harness::new();
+    h.send(vec![
+        spec("shipping", SpanKind::Client, 1, 10, None).attr("peer.service", "carrier-api"),
+        spec("foo-server", SpanKind::Client, 2, 10, None),
+        spec("bar", SpanKind::Server, 3, 11, Some(99)),
+        spec("baz", SpanKind::Server, 4, 11, Some(98)),
+    ]);
+    assert_eq!(h.pending(), 4);
+    let shrunk = Graph::lock(&h.graph.shards[0]).shrink(0.5, MINUTE);
+    assert_eq!(shrunk, 2, "the older half of the halves");
+    assert_eq!(
+        h.edges(),
+        vec![edge("shipping", "carrier-api", "virtual_node", 1, 0)]
+    );
+    let counters = h.counters();
+    assert_eq!(
+        (counters.expired_virtual, counters.expired_discarded),
+        (1, 1)
+    );
+    assert_eq!(h.pending(), 2);
+    // Through the watcher's trait, every shard.
+    assert_eq!(Shrink::shrink(&h.graph, 1.0), 2);
+    assert_eq!(h.pending(), 0);
+    assert_eq!(h.counters().expired_discarded, 3);
+}
+
+#[test]
 fn root_server_spans_come_from_user() {
     let h = Harness::new();
     h.send(vec![

@@ -6,7 +6,10 @@
 //! bounded queue; a receiver waits at most `enqueue_timeout` for room and
 //! otherwise refuses the request, which OTLP clients retry. A consumer
 //! whose own queue runs behind (an exporter) closes an [`AdmissionGate`],
-//! and receivers then wait and refuse in the same way.
+//! and receivers then wait and refuse in the same way; so does the
+//! [`memory`] watcher as the process nears `memory_limit`.
+
+pub mod memory;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +41,9 @@ pub struct PipelineConfig {
     /// How long a receiver waits for queue room before refusing with UNAVAILABLE / 503.
     #[serde(with = "humantime_serde")]
     pub enqueue_timeout: Duration,
+    /// Resident memory to stay under, refusing spans near it (bytes, or
+    /// `512MiB`); unset: 80 % of the cgroup's limit if any, else none.
+    pub memory_limit: Option<memory::ByteSize>,
 }
 
 impl Default for PipelineConfig {
@@ -46,6 +52,7 @@ impl Default for PipelineConfig {
             workers: 0,
             queue_capacity: 256,
             enqueue_timeout: Duration::from_millis(100),
+            memory_limit: None,
         }
     }
 }
@@ -86,6 +93,15 @@ impl PipelineConfig {
                 reason: "must be at least 1".into(),
             });
         }
+        if self
+            .memory_limit
+            .is_some_and(|limit| limit < memory::MIN_LIMIT)
+        {
+            invalid.push(Invalid {
+                key: format!("{prefix}.memory_limit"),
+                reason: format!("must be at least {}", memory::MIN_LIMIT),
+            });
+        }
     }
 }
 
@@ -121,14 +137,41 @@ pub enum PipelineError {
 
 /// Closed by a consumer whose own queue runs behind, so that receivers
 /// refuse new spans (clients retry later) instead of that queue dropping
-/// them; open otherwise.
-#[derive(Debug, Default)]
+/// them, or by the [`memory`] watcher near the memory limit; open otherwise.
+#[derive(Debug)]
 pub struct AdmissionGate {
     closed: AtomicBool,
     opened: Notify,
+    /// What receivers answer while it stays closed.
+    refusal: Refusal,
+    /// Whether receivers wait up to `enqueue_timeout` for it to open.
+    waits: bool,
+}
+
+impl Default for AdmissionGate {
+    /// Receivers wait for it, then refuse as for full queues.
+    fn default() -> Self {
+        Self::new(
+            Refusal::Full {
+                retry_after: RETRY_AFTER,
+            },
+            true,
+        )
+    }
 }
 
 impl AdmissionGate {
+    /// A gate that answers `refusal` while closed, after waiting for it to
+    /// open when `waits`.
+    pub fn new(refusal: Refusal, waits: bool) -> Self {
+        Self {
+            closed: AtomicBool::new(false),
+            opened: Notify::new(),
+            refusal,
+            waits,
+        }
+    }
+
     /// Receivers wait, then refuse, while closed.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
@@ -148,6 +191,9 @@ impl AdmissionGate {
 
     /// True once open, false if still closed at `deadline`.
     async fn wait_open(&self, deadline: Instant) -> bool {
+        if !self.waits {
+            return !self.is_closed();
+        }
         loop {
             let opened = self.opened.notified();
             tokio::pin!(opened);
@@ -257,9 +303,7 @@ impl PipelineHandle {
         let deadline = Instant::now() + self.enqueue_timeout;
         for gate in self.gates.iter() {
             if !gate.wait_open(deadline).await {
-                return Err(Refusal::Full {
-                    retry_after: RETRY_AFTER,
-                });
+                return Err(gate.refusal.clone());
             }
         }
         let Some(forward) = &self.forward else {
@@ -354,6 +398,12 @@ impl PipelineHandle {
 impl SpanSink for PipelineHandle {
     fn submit(&self, spans: Vec<Span>) -> Submission<'_> {
         Box::pin(PipelineHandle::submit(self, spans))
+    }
+
+    fn refuses_now(&self) -> Option<Refusal> {
+        // A closed gate that receivers do not wait for refuses every request.
+        let gate = self.gates.iter().find(|g| !g.waits && g.is_closed())?;
+        Some(gate.refusal.clone())
     }
 }
 
@@ -690,6 +740,7 @@ mod tests {
             workers: 1,
             queue_capacity: 1,
             enqueue_timeout: Duration::from_millis(20),
+            ..PipelineConfig::default()
         };
         let gate_for_factory = gate.clone();
         let factory: Box<ConsumerFactory> = Box::new(move |_| {

@@ -47,6 +47,7 @@ struct ReasonLabels {
 pub struct ReceiverMetrics {
     accepted_spans: Family<ProtocolLabels, Counter>,
     refused_spans: Family<ReasonLabels, Counter>,
+    refused_requests: Family<ReasonLabels, Counter>,
     rejected_spans: Family<ReasonLabels, Counter>,
     rejected_requests: Family<ReasonLabels, Counter>,
 }
@@ -66,6 +67,11 @@ impl ReceiverMetrics {
             metrics.refused_spans.clone(),
         );
         registry.register(
+            "tracemap_receiver_refused_requests",
+            "Requests refused before their body was read, their spans uncounted (memory limit; client should retry)",
+            metrics.refused_requests.clone(),
+        );
+        registry.register(
             "tracemap_receiver_rejected_spans",
             "Invalid spans dropped and reported through OTLP partial_success",
             metrics.rejected_spans.clone(),
@@ -82,15 +88,33 @@ impl ReceiverMetrics {
                     .accepted_spans
                     .get_or_create(&ProtocolLabels { protocol }),
             );
-            for reason in [reason::QUEUE_FULL, reason::SHUTTING_DOWN] {
+            for reason in [
+                reason::QUEUE_FULL,
+                reason::MEMORY_LIMIT,
+                reason::SHUTTING_DOWN,
+            ] {
                 drop(
                     metrics
                         .refused_spans
                         .get_or_create(&ReasonLabels { protocol, reason }),
                 );
             }
+            let reason = reason::MEMORY_LIMIT;
+            drop(
+                metrics
+                    .refused_requests
+                    .get_or_create(&ReasonLabels { protocol, reason }),
+            );
         }
         metrics
+    }
+
+    /// Counts a request refused before its body was read.
+    pub fn refuse_request(&self, protocol: Protocol, refusal: &Refusal) {
+        let reason = refusal.reason();
+        self.refused_requests
+            .get_or_create(&ReasonLabels { protocol, reason })
+            .inc();
     }
 
     /// Counts a request rejected before any span could be read.
@@ -113,8 +137,21 @@ pub mod reason {
     pub const UNSUPPORTED_ENCODING: &str = "unsupported_encoding";
     /// Pipeline queues were full.
     pub const QUEUE_FULL: &str = "queue_full";
+    /// The process was near `pipeline.memory_limit`.
+    pub const MEMORY_LIMIT: &str = "memory_limit";
     /// The collector is shutting down.
     pub const SHUTTING_DOWN: &str = "shutting_down";
+}
+
+impl Refusal {
+    /// The `reason` label of `tracemap_receiver_refused_spans`.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Full { .. } => reason::QUEUE_FULL,
+            Refusal::MemoryLimit { .. } => reason::MEMORY_LIMIT,
+            Refusal::Closed => reason::SHUTTING_DOWN,
+        }
+    }
 }
 
 /// Which id of a span was invalid.
@@ -243,10 +280,7 @@ pub(crate) async fn ingest(
             }
         }
         Err(err) => {
-            let reason = match err {
-                Refusal::Full { .. } => reason::QUEUE_FULL,
-                Refusal::Closed => reason::SHUTTING_DOWN,
-            };
+            let reason = err.reason();
             metrics
                 .refused_spans
                 .get_or_create(&ReasonLabels { protocol, reason })

@@ -96,15 +96,15 @@ impl From<OtlpGrpcError> for Status {
     fn from(err: OtlpGrpcError) -> Self {
         match &err {
             OtlpGrpcError::Decode(_) => Status::invalid_argument(err.to_string()),
-            OtlpGrpcError::Pipeline(Refusal::Full { retry_after }) => {
+            OtlpGrpcError::Pipeline(refusal) => match refusal.retry_after() {
                 // RetryInfo tells OTLP exporters how long to back off.
-                Status::with_error_details(
+                Some(retry_after) => Status::with_error_details(
                     tonic::Code::Unavailable,
                     err.to_string(),
-                    ErrorDetails::with_retry_info(Some(*retry_after)),
-                )
-            }
-            OtlpGrpcError::Pipeline(_) => Status::unavailable(err.to_string()),
+                    ErrorDetails::with_retry_info(Some(retry_after)),
+                ),
+                None => Status::unavailable(err.to_string()),
+            },
             OtlpGrpcError::Serve(_) => Status::internal(err.to_string()),
         }
     }
@@ -142,6 +142,11 @@ impl OtlpGrpcService {
         inner: Arc<Inner>,
         req: http::Request<tonic::body::Body>,
     ) -> http::Response<tonic::body::Body> {
+        // Refused before the body is read: a refusal then costs no memory.
+        if let Some(refusal) = inner.sink.refuses_now() {
+            inner.metrics.refuse_request(PROTOCOL_GRPC, &refusal);
+            return Status::from(OtlpGrpcError::from(refusal)).into_http();
+        }
         let codec = OtlpCodec {
             metrics: inner.metrics.clone(),
         };

@@ -116,8 +116,7 @@ impl OtlpHttpError {
             Self::UnsupportedEncoding(_) => reason::UNSUPPORTED_ENCODING,
             Self::TooLarge { .. } => reason::TOO_LARGE,
             Self::Body(_) | Self::Protobuf(_) | Self::Json(_) => reason::MALFORMED,
-            Self::Pipeline(Refusal::Full { .. }) => reason::QUEUE_FULL,
-            Self::Pipeline(_) => reason::SHUTTING_DOWN,
+            Self::Pipeline(refusal) => refusal.reason(),
         }
     }
 
@@ -227,6 +226,11 @@ async fn handle(
         Some("gzip") => true,
         Some(other) => return Err(OtlpHttpError::UnsupportedEncoding(other.to_owned())),
     };
+    // Refused before the body is read: a refusal then costs no memory.
+    if let Some(refusal) = state.sink.refuses_now() {
+        state.metrics.refuse_request(PROTOCOL_HTTP, &refusal);
+        return Err(refusal.into());
+    }
     let limit = state.max_body;
     let body = axum::body::to_bytes(body, limit).await.map_err(|err| {
         if is_length_limit(&err) {
@@ -335,7 +339,9 @@ fn error_response(state: &HttpState, encoding: Encoding, err: OtlpHttpError) -> 
         body,
     )
         .into_response();
-    if let OtlpHttpError::Pipeline(Refusal::Full { retry_after }) = err {
+    if let OtlpHttpError::Pipeline(refusal) = err
+        && let Some(retry_after) = refusal.retry_after()
+    {
         let seconds = retry_after.as_secs().max(1);
         response
             .headers_mut()

@@ -18,9 +18,27 @@ pub enum Refusal {
         /// Suggested client back-off.
         retry_after: Duration,
     },
+    /// The process is near `pipeline.memory_limit`; spans are taken again
+    /// once memory is back under it.
+    #[error("collector is at its memory limit, retry after {retry_after:?}")]
+    MemoryLimit {
+        /// Suggested client back-off.
+        retry_after: Duration,
+    },
     /// The collector is shutting down and takes no more spans.
     #[error("collector is shutting down")]
     Closed,
+}
+
+impl Refusal {
+    /// The back-off to send with the refusal (gRPC `RetryInfo`, HTTP
+    /// `Retry-After`); none when retrying here is pointless (shutting down).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Full { retry_after } | Self::MemoryLimit { retry_after } => Some(*retry_after),
+            Self::Closed => None,
+        }
+    }
 }
 
 /// The future [`SpanSink::submit`] returns; boxed once per request (not per
@@ -32,6 +50,13 @@ pub type Submission<'a> = Pin<Box<dyn Future<Output = Result<(), Refusal>> + Sen
 pub trait SpanSink: Send + Sync + 'static {
     /// Queues `spans` or says why not.
     fn submit(&self, spans: Vec<Span>) -> Submission<'_>;
+
+    /// The refusal any request would get now, whatever it holds (the
+    /// memory limit): receivers ask before reading a body, so a refused
+    /// request costs no memory. Never waits.
+    fn refuses_now(&self) -> Option<Refusal> {
+        None
+    }
 }
 
 /// A sink shared by every receiver.

@@ -4,38 +4,11 @@
 
 use crate::support as common;
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Collector;
+use common::{Collector, loadgen};
 
 const ACCEPTED_GRPC: &str = "tracemap_receiver_accepted_spans_total{protocol=\"grpc\"}";
-
-/// Runs `tracemap loadgen` with `args`; kills it if it outlives `timeout`.
-fn loadgen(args: &[&str], timeout: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tracemap"))
-        .arg("loadgen")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tracemap loadgen");
-    let deadline = Instant::now() + timeout;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("tracemap loadgen ran longer than {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().expect("loadgen output");
-    eprintln!(
-        "loadgen stderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 #[tokio::test]
 async fn loadgen_summary_matches_what_the_collector_accepted() {

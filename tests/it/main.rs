@@ -16,6 +16,7 @@ mod faults;
 mod forward_durability;
 mod history;
 mod loadgen;
+mod memory_limit;
 mod otlp_grpc;
 mod otlp_http;
 mod python_sdk;

@@ -157,6 +157,11 @@ impl Collector {
         format!("http://{}", self.grpc)
     }
 
+    /// The process id, to read `/proc/<pid>/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The `/metrics` text.
     pub async fn metrics_text(&self) -> String {
         reqwest::get(self.api_url("/metrics"))
@@ -223,6 +228,54 @@ impl Drop for Collector {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `tracemap loadgen` with `args`, its summary piped to stdout.
+pub fn spawn_loadgen(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tracemap"))
+        .arg("loadgen")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tracemap loadgen")
+}
+
+/// Waits for a loadgen from [`spawn_loadgen`]; kills it if it outlives `timeout`.
+pub fn wait_loadgen(mut child: Child, timeout: Duration) -> std::process::Output {
+    let deadline = Instant::now() + timeout;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("tracemap loadgen ran longer than {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("loadgen output");
+    eprintln!(
+        "loadgen stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs `tracemap loadgen` with `args`; kills it if it outlives `timeout`.
+pub fn loadgen(args: &[&str], timeout: Duration) -> std::process::Output {
+    wait_loadgen(spawn_loadgen(args), timeout)
+}
+
+/// A `/proc/<pid>/status` field in kB, such as `VmRSS` or `VmHWM` (peak).
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim_start_matches(':')
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Value of `series` in Prometheus text, 0 when absent.
