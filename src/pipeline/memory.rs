@@ -74,7 +74,7 @@ pub const SHRINK_EVERY: Duration = Duration::from_secs(1);
 /// Back-off suggested to refused clients.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Smallest `pipeline.memory_limit` accepted: the collector idles at about
-/// 15 MiB (release build), so less could never take a span.
+/// 20 MiB (release build), so less could never take a span.
 pub const MIN_LIMIT: ByteSize = ByteSize(16 * 1024 * 1024);
 
 /// cgroup v1 writes "no limit" as the largest page-aligned counter value;
@@ -665,7 +665,7 @@ impl Watch {
                     tracing::warn!(
                         rss,
                         limit,
-                        "memory near pipeline.memory_limit: refusing spans until it is back under"
+                        "memory near the memory limit: refusing spans until it is back under"
                     );
                 } else {
                     tracing::debug!(rss, limit, "memory near the limit: refusing spans");
