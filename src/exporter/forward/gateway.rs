@@ -463,13 +463,7 @@ impl Sender {
                     after
                 }
                 Outcome::Permanent => {
-                    metrics.failed(failure::REJECTED).inc();
-                    metrics.dropped(drop_reason::REJECTED).inc_by(count as u64);
-                    if let Attempt::Status(status) = &attempt
-                        && self.warned_rejected.first()
-                    {
-                        tracing::warn!(gateway = %self.gateway.key, spans = count, code = ?status.code(), message = status.message(), "gateway rejected spans; dropped (counted in tracemap_exporter_dropped_total)");
-                    }
+                    self.rejected(&attempt, count);
                     self.finish(count);
                     return;
                 }
@@ -546,13 +540,7 @@ impl Sender {
                     continue;
                 }
                 Outcome::Permanent => {
-                    metrics.failed(failure::REJECTED).inc();
-                    metrics.dropped(drop_reason::REJECTED).inc_by(count as u64);
-                    if let Attempt::Status(status) = &attempt
-                        && self.warned_rejected.first()
-                    {
-                        tracing::warn!(gateway = %self.gateway.key, spans = count, code = ?status.code(), message = status.message(), "gateway rejected spans; dropped (counted in tracemap_exporter_dropped_total)");
-                    }
+                    self.rejected(&attempt, count);
                     left = &left[1..];
                     continue;
                 }
@@ -695,6 +683,18 @@ impl Sender {
     }
 
     /// `count` spans left for good (delivered or dropped).
+    /// Counts spans the gateway refused for good, warning the first time.
+    fn rejected(&self, attempt: &Attempt, count: usize) {
+        let metrics = &self.shared.metrics;
+        metrics.failed(failure::REJECTED).inc();
+        metrics.dropped(drop_reason::REJECTED).inc_by(count as u64);
+        if let Attempt::Status(status) = attempt
+            && self.warned_rejected.first()
+        {
+            tracing::warn!(gateway = %self.gateway.key, spans = count, code = ?status.code(), message = status.message(), "gateway rejected spans; dropped (counted in tracemap_exporter_dropped_total)");
+        }
+    }
+
     fn finish(&self, count: usize) {
         self.gateway.release(count);
         self.shared.span_done(count);
