@@ -6,8 +6,7 @@ use crate::support as common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Collector, request, span};
-use prost::Message;
+use common::{Collector, span};
 use serde_json::Value;
 
 const ROWS_WRITTEN: &str = "tracemap_store_rows_written_total";
@@ -55,15 +54,7 @@ async fn send_edge(
         servers.push(server);
     }
     for (service, spans) in [(client_service, clients), (server_service, servers)] {
-        let body = request(service, spans).encode_to_vec();
-        let response = reqwest::Client::new()
-            .post(collector.http_url("/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(body)
-            .send()
-            .await
-            .expect("post spans");
-        assert_eq!(response.status(), 200);
+        common::post_spans(collector, service, spans).await;
     }
 }
 

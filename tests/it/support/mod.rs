@@ -278,6 +278,20 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// Posts `spans` of `service` to the collector's OTLP/HTTP receiver as
+/// protobuf and checks the 200.
+pub async fn post_spans(collector: &Collector, service: &str, spans: Vec<Span>) {
+    use prost::Message;
+    let response = reqwest::Client::new()
+        .post(collector.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(request(service, spans).encode_to_vec())
+        .send()
+        .await
+        .expect("post spans");
+    assert_eq!(response.status(), 200);
+}
+
 /// Value of `series` in Prometheus text, 0 when absent.
 pub fn series_value(text: &str, series: &str) -> f64 {
     text.lines()

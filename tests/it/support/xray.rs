@@ -4,10 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use prost::Message;
 use serde_json::Value;
 
-use super::{Collector, request};
+use super::Collector;
 
 /// The X-Ray form of a W3C trace id.
 pub fn xray_trace_id(hex: &str) -> String {
@@ -52,15 +51,7 @@ pub fn fresh_spans(count: usize, seed: u64) -> (Vec<tracemap::otlp::kit::Span>, 
 }
 
 pub async fn send_http(collector: &Collector, spans: Vec<tracemap::otlp::kit::Span>) {
-    let body = request("orders", spans).encode_to_vec();
-    let response = reqwest::Client::new()
-        .post(collector.http_url("/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    super::post_spans(collector, "orders", spans).await;
 }
 
 /// Polls `/metrics` until `done` holds, at most 20 s.
