@@ -142,6 +142,16 @@ impl App {
         };
         let graph = Graph::new(sections.graph.clone(), config.pipeline.worker_count());
         registry.register_collector(Box::new(ServiceGraphCollector::new(graph.clone())));
+        let xray = match xray {
+            Some(exporter) if config.exporters.xray.sampling.enabled => {
+                let sampling = &config.exporters.xray.sampling;
+                let policies =
+                    xray::sampling::policies(sampling, Some(graph.clone()), &mut registry)
+                        .map_err(|err| AppError::Xray(err.into()))?;
+                Some(exporter.with_sampling(policies, config.pipeline.worker_count()))
+            }
+            other => other,
+        };
         let store_metrics = StoreMetrics::register(&mut registry);
         let store = open_store(config, &graph, store_metrics).await;
         let history = History::new(graph.clone(), store);

@@ -326,6 +326,14 @@ impl Config {
                     .into(),
             });
         }
+        if self.mode == Mode::Agent && self.exporters.xray.sampling.enabled {
+            invalid.push(Invalid {
+                key: "exporters.xray.sampling.enabled".into(),
+                reason: "sampling runs where a trace's spans meet: enable it on the gateways \
+                         (agents forward every span)"
+                    .into(),
+            });
+        }
         let forward = self.exporters.forward.validate(
             "exporters.forward",
             self.mode == Mode::Agent,

@@ -271,6 +271,37 @@ impl Lookup {
             peer,
         }
     }
+
+    /// Whom a CLIENT or PRODUCER span calls, as far as its own attributes
+    /// tell: a database (an edge of its own), or the peer to name should no
+    /// server span answer it.
+    fn callee<'a>(&self, span: &'a Span) -> Callee<'a> {
+        let messaging = span.kind == SpanKind::Producer;
+        let mut found = [None; MAX_LOOKUP_KEYS];
+        let found = &mut found[..self.keys.len()];
+        span.attributes.find_strs(&self.keys, found);
+        let first = |indexes: &[usize]| {
+            indexes
+                .iter()
+                .filter_map(|&i| found[i])
+                .find(|value| !value.is_empty())
+        };
+        let is_database = !messaging && self.database.iter().any(|&i| found[i].is_some());
+        if let Some(database) = is_database.then(|| first(&self.database_name)).flatten() {
+            return Callee::Database(database);
+        }
+        Callee::Peer(if messaging {
+            first(&self.messaging_peer)
+        } else {
+            first(&self.peer)
+        })
+    }
+}
+
+/// What [`Lookup::callee`] finds.
+enum Callee<'a> {
+    Database(&'a str),
+    Peer(Option<&'a str>),
 }
 
 /// A shard's hand-over of minutes to the history store.
@@ -328,32 +359,16 @@ impl Shard {
         match span.kind {
             SpanKind::Client | SpanKind::Producer => {
                 let messaging = span.kind == SpanKind::Producer;
-                let mut found = [None; MAX_LOOKUP_KEYS];
-                let found = &mut found[..self.lookup.keys.len()];
-                span.attributes.find_strs(&self.lookup.keys, found);
-                let first = |indexes: &[usize]| {
-                    indexes
-                        .iter()
-                        .filter_map(|&i| found[i])
-                        .find(|value| !value.is_empty())
-                };
-                let is_database =
-                    !messaging && self.lookup.database.iter().any(|&i| found[i].is_some());
-                if let Some(database) = is_database
-                    .then(|| first(&self.lookup.database_name))
-                    .flatten()
-                {
-                    self.counters.database += 1;
-                    let obs = one_sided(failed, duration);
-                    let edge = (service.as_ref(), database, ConnectionType::Database);
-                    let unknown = self.unknown_dimensions();
-                    self.record_edge(edge, &dimensions, &unknown, &obs, minute);
-                    return;
-                }
-                let peer = if messaging {
-                    first(&self.lookup.messaging_peer)
-                } else {
-                    first(&self.lookup.peer)
+                let peer = match self.lookup.callee(span) {
+                    Callee::Database(database) => {
+                        self.counters.database += 1;
+                        let obs = one_sided(failed, duration);
+                        let edge = (service.as_ref(), database, ConnectionType::Database);
+                        let unknown = self.unknown_dimensions();
+                        self.record_edge(edge, &dimensions, &unknown, &obs, minute);
+                        return;
+                    }
+                    Callee::Peer(peer) => peer,
                 };
                 let half = Half {
                     service: service.clone(),
@@ -672,6 +687,7 @@ pub fn unix_minute(time: SystemTime) -> Minute {
 pub struct Graph {
     shards: Arc<[Arc<Mutex<Shard>>]>,
     config: Arc<GraphConfig>,
+    lookup: Arc<Lookup>,
 }
 
 impl std::fmt::Debug for Graph {
@@ -718,7 +734,21 @@ impl Graph {
         let shards = (0..shard_count.max(1))
             .map(|_| Arc::new(Mutex::new(Shard::new(config.clone(), shard_count.max(1)))))
             .collect();
-        Self { shards, config }
+        let lookup = Arc::new(Lookup::new(&config));
+        Self {
+            shards,
+            config,
+            lookup,
+        }
+    }
+
+    /// Whom a CLIENT or PRODUCER span calls by its own attributes, as the
+    /// graph names it: its database, else its peer; `None` when neither.
+    pub fn callee_of<'a>(&self, span: &'a Span) -> Option<&'a str> {
+        match self.lookup.callee(span) {
+            Callee::Database(database) => Some(database),
+            Callee::Peer(peer) => peer,
+        }
     }
 
     /// The pipeline consumer of shard `index`.

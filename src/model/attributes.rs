@@ -146,6 +146,31 @@ impl Attributes {
         }))
     }
 
+    /// The same attributes with wire bytes copied by `copy`, so they no
+    /// longer keep the request buffer they were decoded from alive.
+    pub(crate) fn detached(&self, copy: &mut impl FnMut(&[u8]) -> Bytes) -> Self {
+        match &self.0 {
+            Repr::Owned(pairs) => Self(Repr::Owned(pairs.clone())),
+            Repr::Encoded(encoded) => Self(Repr::Encoded(Encoded {
+                bytes: copy(&encoded.bytes),
+                field: encoded.field,
+                len: encoded.len,
+            })),
+        }
+    }
+
+    /// About the heap bytes these attributes hold (wire bytes, or keys and
+    /// values), for memory budgets.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Repr::Owned(pairs) => pairs
+                .iter()
+                .map(|(k, v)| k.len() + std::mem::size_of_val(v) + v.as_str().map_or(0, str::len))
+                .sum(),
+            Repr::Encoded(encoded) => encoded.bytes.len(),
+        }
+    }
+
     /// The value of `key`, if present (the first one wins on duplicates).
     pub fn get(&self, key: &str) -> Option<AttributeValue> {
         match &self.0 {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 pub use bytestring::ByteString;
 
 use super::{Attributes, SpanId, TraceId};
@@ -183,6 +184,59 @@ impl Span {
     /// The emitting service's name.
     pub fn service_name(&self) -> &str {
         &self.resource.service_name
+    }
+
+    /// A copy that shares no bytes with the request it was decoded from
+    /// (its strings and wire attributes copied by `copy`, under `resource`),
+    /// for holding spans longer than their request: a held span would
+    /// otherwise keep the whole request buffer alive.
+    pub fn detached(&self, resource: Arc<Resource>, copy: &mut impl FnMut(&[u8]) -> Bytes) -> Self {
+        Self {
+            resource,
+            scope_name: self.scope_name.clone(),
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: self.parent_span_id,
+            name: ByteString::try_from(copy(self.name.as_bytes())).unwrap_or_default(),
+            kind: self.kind,
+            status_code: self.status_code,
+            status_message: self.status_message.clone(),
+            start_unix_nano: self.start_unix_nano,
+            end_unix_nano: self.end_unix_nano,
+            attributes: self.attributes.detached(copy),
+            events: self
+                .events
+                .iter()
+                .map(|event| Event {
+                    name: event.name.clone(),
+                    time_unix_nano: event.time_unix_nano,
+                    attributes: event.attributes.detached(copy),
+                })
+                .collect(),
+        }
+    }
+
+    /// About the memory a detached span holds, for memory budgets.
+    pub fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.name.len()
+            + self.status_message.len()
+            + self.attributes.heap_bytes()
+            + self
+                .events
+                .iter()
+                .map(|e| std::mem::size_of::<Event>() + e.name.len() + e.attributes.heap_bytes())
+                .sum::<usize>()
+    }
+}
+
+impl Resource {
+    /// A copy that shares no bytes with its request (see [`Span::detached`]).
+    pub fn detached(&self, copy: &mut impl FnMut(&[u8]) -> Bytes) -> Self {
+        Self {
+            service_name: self.service_name.clone(),
+            attributes: self.attributes.detached(copy),
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::sampling::SamplingConfig;
 use super::segment::TranslateConfig;
 use crate::exporter::aws::{AwsTarget, RetryPolicy, check_settings};
 use crate::exporter::disk::DiskQueueConfig;
@@ -60,6 +61,8 @@ pub struct XrayConfig {
     /// The queue: `durability`, `disk_budget`, `fsync_interval`.
     #[serde(flatten)]
     pub queue: DiskQueueConfig,
+    /// Tail sampling: which traces go to X-Ray.
+    pub sampling: SamplingConfig,
 }
 
 impl Default for XrayConfig {
@@ -81,6 +84,7 @@ impl Default for XrayConfig {
             retry_max_backoff: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             queue: DiskQueueConfig::default(),
+            sampling: SamplingConfig::default(),
         }
     }
 }
@@ -117,6 +121,7 @@ impl XrayConfig {
 
     fn check(&self, prefix: &str, invalid: &mut Vec<Invalid>) {
         self.queue.check(prefix, invalid);
+        self.sampling.check(&format!("{prefix}.sampling"), invalid);
         let mut fail = |key: &str, reason: String| {
             invalid.push(Invalid {
                 key: format!("{prefix}.{key}"),

@@ -26,6 +26,8 @@
 pub mod client;
 pub mod config;
 mod nest;
+pub mod rules;
+pub mod sampling;
 pub mod segment;
 
 use std::sync::Arc;
@@ -56,6 +58,9 @@ pub enum XrayError {
     /// Neither the config nor the SDK's default chain names a region.
     #[error("no aws region for the x-ray exporter: set exporters.xray.region or AWS_REGION")]
     NoRegion,
+    /// `sampling.rules_file` cannot be read or used.
+    #[error("exporters.xray.sampling.rules_file: {0}")]
+    Rules(#[from] rules::RulesError),
     /// A PutTraceSegments call failed as a whole.
     #[error("PutTraceSegments failed{}: {message}", status.map(|s| format!(" with http {s}")).unwrap_or_default())]
     Put {
@@ -356,6 +361,10 @@ pub struct XrayConsumer {
     /// kept the allocator handing pages back to the kernel and faulting
     /// them in again.
     chunk: BytesMut,
+    /// Holds traces until they are decided; `None` sends every span.
+    sampler: Option<sampling::Sampler>,
+    /// Spans of kept traces, reused between calls.
+    kept: Vec<Span>,
 }
 
 /// Room for about a hundred documents.
@@ -363,6 +372,43 @@ const CHUNK_BYTES: usize = 64 * 1024;
 
 impl SpanConsumer for XrayConsumer {
     fn consume(&mut self, spans: &[Span]) {
+        match &mut self.sampler {
+            None => self.translate(spans),
+            Some(sampler) => {
+                sampler.offer(spans, &mut self.kept);
+                self.translate_kept();
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        if let Some(sampler) = &mut self.sampler {
+            sampler.tick(&mut self.kept);
+            self.translate_kept();
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(sampler) = &mut self.sampler {
+            sampler.flush(&mut self.kept);
+            self.translate_kept();
+        }
+    }
+}
+
+impl XrayConsumer {
+    fn translate_kept(&mut self) {
+        if self.kept.is_empty() {
+            return;
+        }
+        let kept = std::mem::take(&mut self.kept);
+        self.translate(&kept);
+        self.kept = kept;
+        self.kept.clear();
+    }
+
+    /// Translates `spans` and queues the documents.
+    fn translate(&mut self, spans: &[Span]) {
         let (chunk, pending, counters) =
             (&mut self.chunk, &mut self.pending, self.queue.counters());
         self.nesting.write(
@@ -383,7 +429,9 @@ impl SpanConsumer for XrayConsumer {
     }
 }
 
-fn copy_to_chunk(chunk: &mut BytesMut, document: &[u8]) -> Bytes {
+/// Copies `document` into the shared chunk: one allocation per
+/// [`CHUNK_BYTES`] of copies, not one per document.
+pub(crate) fn copy_to_chunk(chunk: &mut BytesMut, document: &[u8]) -> Bytes {
     if chunk.capacity() < document.len() {
         *chunk = BytesMut::with_capacity(CHUNK_BYTES.max(document.len()));
     }
@@ -398,6 +446,8 @@ pub struct XrayExporter {
     translate: Arc<TranslateConfig>,
     stop: CancellationToken,
     sender: JoinHandle<()>,
+    /// With sampling: the shared policies and the workers they serve.
+    sampling: Option<(Arc<sampling::Policies>, usize)>,
 }
 
 impl XrayExporter {
@@ -456,7 +506,36 @@ impl XrayExporter {
             translate: Arc::new(config.translate.clone()),
             stop,
             sender,
+            sampling: None,
         }
+    }
+
+    /// Samples traces before translation, for `workers` pipeline workers;
+    /// the edge baselines are read from `policies`' graph every
+    /// [`sampling::BASELINE_REFRESH`].
+    pub(crate) fn with_sampling(
+        mut self,
+        policies: Arc<sampling::Policies>,
+        workers: usize,
+    ) -> Self {
+        let (refresh, stop) = (policies.clone(), self.stop.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(sampling::BASELINE_REFRESH);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = every.tick() => refresh.refresh_baselines(SystemTime::now()),
+                }
+            }
+        });
+        tracing::info!(
+            exporter = EXPORTER,
+            decision_wait = ?policies.config().decision_wait,
+            max_traces_per_second = policies.config().max_traces_per_second,
+            "x-ray tail sampling on"
+        );
+        self.sampling = Some((policies, workers));
+        self
     }
 
     /// Whether documents queue on disk (requests are then answered once
@@ -480,6 +559,11 @@ impl XrayExporter {
             pending: Vec::new(),
             scratch: Vec::new(),
             chunk: BytesMut::new(),
+            sampler: self
+                .sampling
+                .as_ref()
+                .map(|(policies, workers)| sampling::Sampler::new(policies.clone(), *workers)),
+            kept: Vec::new(),
         }
     }
 

@@ -29,6 +29,7 @@ mod name;
 mod resource;
 mod sql;
 mod stack;
+
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -37,7 +38,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use annotations::annotations_and_metadata;
-use attrs::{Attrs, Field, Used, span_field};
+use attrs::{Attrs, Field, Used, resource_field, span_field};
 use aws::{add_resource_aws, aws_origin, make_span_aws};
 use cause::make_cause;
 use document::{Ascii, Document, Metadata, Service, hex_id, hex_into, micros};
@@ -381,4 +382,10 @@ fn build<'d>(
         used,
     );
     doc
+}
+
+/// The segment `origin` a resource implies (`AWS::EKS::Container`), as
+/// sampling rules' `ServiceType` matches it.
+pub(crate) fn origin(resource: &crate::model::Attributes) -> Option<&'static str> {
+    aws_origin(&Attrs::collect(resource, resource_field))
 }
