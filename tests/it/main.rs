@@ -20,6 +20,7 @@ mod memory_limit;
 mod otlp_grpc;
 mod otlp_http;
 mod python_sdk;
+mod sampling;
 mod scale_out;
 mod service_graph;
 mod shutdown;
