@@ -373,3 +373,65 @@ fn check_config_names_the_bad_field_of_a_rules_file() {
     assert!(stderr.contains("rules.json"), "{stderr}");
     assert!(stderr.contains("HTTPMethods"), "{stderr}");
 }
+
+/// Kept traces, whatever the policy.
+fn kept(text: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with("tracemap_sampling_traces_total{decision=\"kept\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_holds_within_ten_percent_over_a_minute() {
+    let Some(moto_path) = moto_server_path("the sampling budget test") else {
+        return;
+    };
+    let moto = Moto::start(&moto_path);
+    // The defaults but the budget: errors, slow edges and the floor are
+    // kept (about 30 % of loadgen's ~340 traces a second), the probability
+    // fills the rest up to 200 traces a second.
+    let collector = Collector::start_command_env(
+        &["run"],
+        &xray_yaml(&moto.endpoint, "      max_traces_per_second: 200\n"),
+        FAKE_AWS_ENV,
+    );
+    let endpoint = collector.grpc_url();
+    let load = common::spawn_loadgen(&[
+        "--endpoint",
+        &endpoint,
+        "--rate",
+        "3000",
+        "--batch-size",
+        "100",
+        "--concurrency",
+        "2",
+        "--duration",
+        "80s",
+    ]);
+    // A minute once the rates have settled.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let first = collector.metrics_text().await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let last = collector.metrics_text().await;
+    let output =
+        tokio::task::spawn_blocking(move || common::wait_loadgen(load, Duration::from_secs(60)))
+            .await
+            .unwrap();
+    assert!(output.status.success(), "loadgen failed");
+    let per_second = (kept(&last) - kept(&first)) / 60.0;
+    let all = (decided(&last) - decided(&first)) / 60.0;
+    let must = ["error", "slow", "floor"]
+        .iter()
+        .map(|p| {
+            series_value(&last, &traces_series("kept", p))
+                - series_value(&first, &traces_series("kept", p))
+        })
+        .sum::<f64>()
+        / 60.0;
+    let what = format!("{per_second} kept a second, {all} decided, {must} by error, slow or floor");
+    assert!(all > 260.0, "the budget was not binding: {what}");
+    assert!(must < 180.0, "must-keeps leave the budget no room: {what}");
+    assert!((180.0..=220.0).contains(&per_second), "budget 200: {what}");
+    eprintln!("budget 200: {what}");
+}
