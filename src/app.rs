@@ -145,9 +145,13 @@ impl App {
         let xray = match xray {
             Some(exporter) if config.exporters.xray.sampling.enabled => {
                 let sampling = &config.exporters.xray.sampling;
-                let policies =
-                    xray::sampling::policies(sampling, Some(graph.clone()), &mut registry)
-                        .map_err(|err| AppError::Xray(err.into()))?;
+                let policies = xray::sampling::policies(
+                    sampling,
+                    Some(graph.clone()),
+                    &mut registry,
+                    Some(&exporter_metrics),
+                )
+                .map_err(|err| AppError::Xray(err.into()))?;
                 Some(exporter.with_sampling(policies, config.pipeline.worker_count()))
             }
             other => other,

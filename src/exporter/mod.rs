@@ -118,6 +118,18 @@ pub struct ExporterMetrics {
     pub(crate) disk_written: Family<ExporterLabels, Counter>,
     /// Exporters whose disk-tier series exist (a `Family` cannot be listed).
     disk_exporters: Mutex<BTreeSet<&'static str>>,
+    /// X-Ray tail sampling's totals, once it is on.
+    sampling: std::sync::OnceLock<SamplingTotals>,
+}
+
+/// What X-Ray sampling reports beside the backlogs (CloudWatch shows kept
+/// traces against the budget).
+#[derive(Debug, Clone)]
+pub struct SamplingTotals {
+    /// Traces kept so far, by every policy.
+    pub kept: Counter,
+    /// `max_traces_per_second`; 0 for no budget.
+    pub budget_per_second: u32,
 }
 
 /// One exporter's disk backlog, as its `tracemap_exporter_queue_*` series
@@ -209,6 +221,16 @@ impl ExporterMetrics {
             metrics.disk_written.clone(),
         );
         metrics
+    }
+
+    /// Reports X-Ray sampling's totals from now on (once per process).
+    pub(crate) fn report_sampling(&self, totals: SamplingTotals) {
+        let _ = self.sampling.set(totals);
+    }
+
+    /// X-Ray sampling's totals, when sampling is on.
+    pub fn sampling(&self) -> Option<&SamplingTotals> {
+        self.sampling.get()
     }
 
     /// The disk backlog of every exporter with a disk queue, by name;

@@ -1072,10 +1072,28 @@ async fn grafana_dashboards_use_only_emitted_metrics_and_labels() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    // A collector sampling for X-Ray (whose endpoint never answers), for
+    // `tracemap_sampling_*`: one worker and room for one trace, so the
+    // second trace decides the first early, and a late span follows it.
+    let sampler = Collector::start_command_env(
+        &["run"],
+        "pipeline:\n  workers: 1\nexporters:\n  xray:\n    enabled: true\n    region: us-east-1\n    \
+         endpoint: http://127.0.0.1:9\n    sampling:\n      enabled: true\n      decision_wait: 1s\n      \
+         max_traces: 1\n",
+        common::moto::FAKE_AWS_ENV,
+    );
+    let trace_span = |trace: u128, id: u64| common::span((1_700_000_000u128 << 96) | trace, id, 2);
+    common::post_spans(&sampler, "probe", vec![trace_span(1, 1), trace_span(2, 2)]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    common::post_spans(&sampler, "probe", vec![trace_span(1, 3)]).await;
     let deadline = Instant::now() + Duration::from_secs(45);
     let text = loop {
         let mut text = demo.metrics_text().await;
         let agent_text = agent.metrics_text().await;
+        let sampler_text = sampler.metrics_text().await;
+        let sampled = sampler_text.contains("tracemap_sampling_late_spans_total{")
+            && sampler_text.contains("tracemap_sampling_decided_early_total{");
+        text.push_str(&sampler_text);
         let sent = common::series_value(
             &agent_text,
             "tracemap_exporter_sent_total{exporter=\"forward\"}",
@@ -1089,6 +1107,7 @@ async fn grafana_dashboards_use_only_emitted_metrics_and_labels() {
             && has_errors
             && rejections
             && sent >= 1.0
+            && sampled
         {
             break text;
         }

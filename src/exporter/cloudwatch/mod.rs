@@ -357,6 +357,8 @@ pub struct Producer {
     backlog: Option<Arc<ExporterMetrics>>,
     /// First minute not exported yet.
     next_minute: Minute,
+    /// X-Ray sampling's kept-trace total at the last flush.
+    kept_before: u64,
 }
 
 impl Producer {
@@ -370,6 +372,7 @@ impl Producer {
             operations: OperationTracker::default(),
             backlog: None,
             next_minute: unix_minute(now),
+            kept_before: 0,
         }
     }
 
@@ -399,6 +402,7 @@ impl Producer {
             false => Default::default(),
         };
         let mut groups = Vec::new();
+        let first_minute = self.next_minute;
         for minute in self.next_minute..=last {
             let start = SystemTime::UNIX_EPOCH + Duration::from_secs(minute as u64 * 60);
             let window = TimeWindow {
@@ -416,6 +420,14 @@ impl Producer {
         }
         if let Some(metrics) = &self.backlog {
             groups.extend(self.model.backlog(&metrics.backlogs(), last * 60_000));
+            if let Some(sampling) = metrics.sampling() {
+                let kept = sampling.kept.get();
+                let minutes = (last - first_minute + 1).max(1) as u64;
+                let budget = u64::from(sampling.budget_per_second) * 60 * minutes;
+                let delta = kept.saturating_sub(self.kept_before);
+                groups.push(self.model.sampling(delta, budget, last * 60_000));
+                self.kept_before = kept;
+            }
         }
         self.next_minute = last + 1;
         let (payloads, _left_out) = self.encoder.encode(&groups);

@@ -7,7 +7,9 @@
 //! service `[Service]` and per operation `[Service, Operation]`,
 //! `Requests`, `Errors`, `ErrorRate` and `Latency`. Per exporter with a
 //! disk queue `[Exporter]`, its backlog: `ExportQueueBytes` (Bytes),
-//! `ExportQueueRecords` (Count) and `ExportQueueOldestAge` (Seconds).
+//! `ExportQueueRecords` (Count) and `ExportQueueOldestAge` (Seconds); with
+//! X-Ray sampling on, under `[Exporter]` = `xray`, `KeptTraces` (Count, a
+//! minute) and `TraceBudget` (Count, the budget for that minute).
 //! Static dimensions (`ClusterName`, `dimensions`) are appended to every set.
 
 use std::collections::BTreeMap;
@@ -63,6 +65,11 @@ pub const METRIC_EXPORT_QUEUE_BYTES: &str = "ExportQueueBytes";
 pub const METRIC_EXPORT_QUEUE_RECORDS: &str = "ExportQueueRecords";
 /// Age of the oldest record waiting in an exporter's disk queue.
 pub const METRIC_EXPORT_QUEUE_OLDEST_AGE: &str = "ExportQueueOldestAge";
+
+/// Traces X-Ray sampling kept in a minute.
+pub const METRIC_KEPT_TRACES: &str = "KeptTraces";
+/// `max_traces_per_second` × 60, beside it.
+pub const METRIC_TRACE_BUDGET: &str = "TraceBudget";
 
 /// Every metric an exporter's backlog carries.
 pub const BACKLOG_METRICS: [&str; 3] = [
@@ -619,6 +626,26 @@ impl ModelConfig {
     }
 }
 
+impl ModelConfig {
+    /// X-Ray sampling's minute: traces kept and (when set) the budget.
+    pub fn sampling(&self, kept: u64, budget_per_minute: u64, timestamp_ms: i64) -> MetricGroup {
+        let mut metrics = vec![scalar(METRIC_KEPT_TRACES, Unit::Count, kept as f64)];
+        if budget_per_minute > 0 {
+            metrics.push(scalar(
+                METRIC_TRACE_BUDGET,
+                Unit::Count,
+                budget_per_minute as f64,
+            ));
+        }
+        MetricGroup {
+            timestamp_ms,
+            dimensions: self.with_static(vec![(DIM_EXPORTER.into(), "xray".into())]),
+            dimension_sets: vec![self.with_static_names(&[DIM_EXPORTER])],
+            metrics,
+        }
+    }
+}
+
 fn red(requests: u64, errors: u64, latency: Distribution) -> Vec<Metric> {
     vec![
         scalar(METRIC_REQUESTS, Unit::Count, requests as f64),
@@ -687,6 +714,7 @@ pub fn emitted(model: &ModelConfig) -> std::collections::BTreeSet<(String, Vec<S
     };
     let mut groups = model.build(&topology, &operations, 0).groups;
     groups.extend(model.backlog(&[backlog], 0));
+    groups.push(model.sampling(1, 60, 0));
     let mut out = std::collections::BTreeSet::new();
     for group in groups {
         for set in &group.dimension_sets {

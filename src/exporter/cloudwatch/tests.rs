@@ -749,6 +749,43 @@ fn backlog_rides_on_the_newest_minute_of_each_flush() {
     assert!(again.is_empty(), "no new minute, no backlog");
 }
 
+#[test]
+fn kept_traces_and_the_budget_ride_on_each_flush_as_deltas() {
+    let graph = Graph::new(crate::graph::GraphConfig::default().checked(), 1);
+    let metrics = backlog_metrics();
+    let kept = prometheus_client::metrics::counter::Counter::<u64>::default();
+    metrics.report_sampling(crate::exporter::SamplingTotals {
+        kept: kept.clone(),
+        budget_per_second: 10,
+    });
+    let now = SystemTime::now();
+    let mut producer =
+        Producer::new(&CloudWatchConfig::default(), graph, now).with_backlog(metrics);
+    let sampling = |payloads: &[Payload]| -> Vec<Value> {
+        let Payload::Events(events) = &payloads[0] else {
+            panic!("emf mode")
+        };
+        parsed(events)
+            .into_iter()
+            .filter(|d| d["Exporter"] == "xray")
+            .collect()
+    };
+    kept.inc_by(7);
+    let first = now + Duration::from_secs(60) + MINUTE_GRACE;
+    let (payloads, stats) = producer.flush(first, false);
+    let docs = sampling(&payloads);
+    assert_eq!(docs.len(), 1, "{docs:#?}");
+    assert_eq!(docs[0]["KeptTraces"], json!(7));
+    assert_eq!(docs[0]["TraceBudget"], json!(600 * stats.minutes));
+    kept.inc_by(3);
+    let (payloads, _) = producer.flush(first + Duration::from_secs(60), false);
+    let docs = sampling(&payloads);
+    assert_eq!(
+        (&docs[0]["KeptTraces"], &docs[0]["TraceBudget"]),
+        (&json!(3), &json!(600))
+    );
+}
+
 /// A sink that answers from a script, then succeeds.
 #[derive(Default)]
 struct FakeSink {

@@ -35,6 +35,9 @@ pub(crate) struct SamplingMetrics {
     pub(crate) bytes_held: Gauge,
     pub(crate) probability: Gauge<f64, AtomicU64>,
     pub(crate) budget: Gauge,
+    /// Kept traces of every policy (not a series of its own: CloudWatch
+    /// reads it through [`crate::exporter::SamplingTotals`]).
+    pub(crate) kept: Counter,
 }
 
 impl SamplingMetrics {
@@ -85,6 +88,9 @@ impl SamplingMetrics {
 
     pub(crate) fn decided(&self, kept: bool, policy: &'static str, spans: u64) {
         let decision = if kept { "kept" } else { "dropped" };
+        if kept {
+            self.kept.inc();
+        }
         self.traces
             .get_or_create(&DecisionLabels { decision, policy })
             .inc();

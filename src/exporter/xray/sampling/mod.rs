@@ -29,6 +29,7 @@ pub(crate) use policy::{BASELINE_REFRESH, Policies};
 
 use crate::exporter::xray::copy_to_chunk;
 use crate::exporter::xray::rules::RuleSet;
+use crate::exporter::{ExporterMetrics, SamplingTotals};
 use crate::graph::Graph;
 use crate::model::{Resource, Span, TraceId};
 use crate::pipeline::TICK_INTERVAL;
@@ -45,9 +46,16 @@ pub(crate) fn policies(
     config: &SamplingConfig,
     graph: Option<Graph>,
     registry: &mut Registry,
+    exporters: Option<&ExporterMetrics>,
 ) -> Result<Arc<Policies>, crate::exporter::xray::rules::RulesError> {
     let rules: Option<RuleSet> = config.rules()?;
     let metrics = SamplingMetrics::register(registry);
+    if let Some(exporters) = exporters {
+        exporters.report_sampling(SamplingTotals {
+            kept: metrics.kept.clone(),
+            budget_per_second: config.max_traces_per_second,
+        });
+    }
     Ok(Arc::new(Policies::new(
         config.clone(),
         rules,

@@ -73,7 +73,7 @@ fn drop_rest(dir: &tempfile::TempDir) -> SamplingConfig {
 }
 
 fn sampler(config: &SamplingConfig, graph: Option<Graph>) -> Sampler {
-    let policies = policies(config, graph, &mut Registry::default()).unwrap();
+    let policies = policies(config, graph, &mut Registry::default(), None).unwrap();
     Sampler::new(policies, 1)
 }
 
@@ -204,7 +204,7 @@ fn fixed_thresholds_keep_slow_spans_of_their_service() {
         slow_thresholds: [("cart".to_string(), Duration::from_millis(5).into())].into(),
         ..drop_rest(&dir)
     };
-    let policies = policies(&config, None, &mut Registry::default()).unwrap();
+    let policies = policies(&config, None, &mut Registry::default(), None).unwrap();
     let mut slow = call(1);
     assert_eq!(
         policies.decide(&slow, SystemTime::now()),
@@ -225,7 +225,7 @@ fn every_edge_gets_its_floor_each_minute() {
         per_edge_min: 2,
         ..drop_rest(&dir)
     };
-    let policies = policies(&config, None, &mut Registry::default()).unwrap();
+    let policies = policies(&config, None, &mut Registry::default(), None).unwrap();
     let minute = UNIX_EPOCH + Duration::from_secs(1_700_000_040);
     let decisions: Vec<_> = (1..=3).map(|t| policies.decide(&call(t), minute)).collect();
     assert_eq!(
@@ -254,7 +254,13 @@ fn edges_slower_than_their_p99_in_the_graph_are_kept() {
         graph.process_at(0, &call(trace), Instant::now(), unix_minute(now));
     }
     let dir = tempfile::tempdir().unwrap();
-    let policies = policies(&drop_rest(&dir), Some(graph), &mut Registry::default()).unwrap();
+    let policies = policies(
+        &drop_rest(&dir),
+        Some(graph),
+        &mut Registry::default(),
+        None,
+    )
+    .unwrap();
     policies.refresh_baselines(now);
     assert_eq!(policies.decide(&call(300), now), (false, Policy::Rule));
     let mut slow = call(301);
@@ -270,7 +276,7 @@ fn the_budget_holds_over_a_minute_and_probability_is_by_trace_id() {
         max_traces_per_second: 100,
         ..SamplingConfig::default()
     };
-    let policies = policies(&config, None, &mut Registry::default()).unwrap();
+    let policies = policies(&config, None, &mut Registry::default(), None).unwrap();
     let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let mut trace = 0;
     let (mut kept_after_warmup, mut errors_kept) = (0, 0);
@@ -318,7 +324,7 @@ fn rules_match_the_entry_span_with_reservoir_then_fixed_rate() {
         rules_file: Some(path),
         ..drop_rest(&dir)
     };
-    let policies = policies(&config, None, &mut Registry::default()).unwrap();
+    let policies = policies(&config, None, &mut Registry::default(), None).unwrap();
     let get_cart = |trace| {
         let mut spans = call(trace);
         spans[0].attributes = Attributes::from_vec(vec![
