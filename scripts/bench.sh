@@ -15,6 +15,14 @@
 # every document to its disk queue before answering) and `durability:
 # memory`; the disk queue may cost at most 10 % (ratio >= 0.90).
 #
+# The sampled scenario is the X-Ray path with tail sampling on: the same
+# load (with loadgen's --error-rate lowered to 0.002, so errors do not
+# dominate) against tracemap building the graph only, then exporting to
+# the sink with exporters.xray.sampling keeping about 10 % (errors, slow
+# edges, the floor, and 5 % of the rest by trace id) and 100 % of the
+# traces. Spans per CPU-second count accepted spans (the graph sees them
+# all); the sink must receive every kept span.
+#
 # The forward scenario measures agent mode: a tracemap agent (`mode: agent`,
 # forwarding every span to one gateway) on core 0, the gateway and loadgen
 # on core 1, alternating with a standalone tracemap on core 0; spans per
@@ -32,7 +40,8 @@
 #
 # Knobs (environment): BENCH_DURATION seconds a run (20), BENCH_REPS runs of
 # each collector, alternating (3), BENCH_RATE spans/s of the fixed-rate run
-# (100000), BENCH_SCENARIOS, any of graph, xray, forward, memory (graph xray),
+# (100000), BENCH_SCENARIOS, any of graph, xray, sampled, forward, memory
+# (graph xray),
 # BENCH_MEMORY_DURATION (120), BENCH_MEMORY_OVER_IDLE_MIB (40),
 # ROTEL_VERSION (0.0.1a15). Needs cargo, python3 and 2 CPUs.
 set -euo pipefail
@@ -56,8 +65,8 @@ AWS_FAKE=(AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_D
 ACCEPTED='tracemap_receiver_accepted_spans_total{protocol="grpc"}'
 FORWARDED='tracemap_exporter_sent_total{exporter="forward"}'
 for scenario in $SCENARIOS; do
-  case "$scenario" in graph | xray | forward | memory) ;;
-  *) echo "bench: BENCH_SCENARIOS lists graph, xray, forward or memory, not $scenario" >&2; exit 2 ;;
+  case "$scenario" in graph | xray | sampled | forward | memory) ;;
+  *) echo "bench: BENCH_SCENARIOS lists graph, xray, sampled, forward or memory, not $scenario" >&2; exit 2 ;;
   esac
 done
 has() { case " $SCENARIOS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -84,7 +93,7 @@ command -v python3 >/dev/null || die "needs python3"
 CLK_TCK=$(getconf CLK_TCK)
 
 PY=python3
-if has graph || has xray; then
+if has graph || has xray || has sampled; then
   step "python venv with rotel $ROTEL_VERSION ($VENV)"
   if [ ! -x "$VENV/bin/python" ]; then
     if ! python3 -m venv "$VENV" 2>/dev/null; then
@@ -254,6 +263,9 @@ DELIVERY="$TMP/delivery.tsv"
 : >"$RESULTS"
 : >"$DELIVERY"
 SETTLE=""
+CREDIT_ACCEPTED=""
+SAMPLED="$TMP/sampled.tsv"
+: >"$SAMPLED"
 
 # measure NAME LABEL [LOADGEN FLAGS...]: one loadgen run against the started
 # collector; appends a row to $RESULTS. With $SETTLE set (X-Ray runs), it
@@ -277,7 +289,7 @@ measure() {
   sleep 1 # the collector finishes what it queued
   if [ -n "$SETTLE" ]; then
     "$SETTLE"
-    delivered=$(sink_count spans)
+    [ -z "$CREDIT_ACCEPTED" ] && delivered=$(sink_count spans)
   fi
   cpu1=$(cpu_ticks "$CPID")
   wait1=$(runq_wait_ns "$CPID")
@@ -346,6 +358,43 @@ if has xray; then
     start_rotel --exporter aws-xray --disable-batching \
       --xray-exporter-region us-east-1 --xray-exporter-custom-endpoint "$SINK_URL"
     measure_xray rotel-xray "max#$rep"
+  done
+fi
+
+# sampled_settle: waits (at most 30 s) until no trace waits for its
+# decision, then for the sink; records kept and dropped spans.
+sampled_settle() {
+  for _ in $(seq 1 60); do
+    [ "$(metric "$API" tracemap_sampling_traces_held)" = "0" ] && break
+    sleep 0.5
+  done
+  sink_settle
+  printf '%s\t%s\t%s\t%s\n' "$CURRENT" "$(metric "$API" 'tracemap_sampling_spans_total{decision="kept"}')" \
+    "$(metric "$API" 'tracemap_sampling_spans_total{decision="dropped"}')" "$(sink_count spans)" >>"$SAMPLED"
+}
+
+# sampling_yaml RATE: X-Ray to the sink, sampling on, RATE of the traces
+# no policy keeps kept by the rules' default.
+sampling_yaml() {
+  printf '{"version": 2, "rules": [], "default": {"fixed_target": 0, "rate": %s}}' "$1" >"$TMP/rules-$1.json"
+  printf 'exporters:\n  xray:\n    enabled: true\n    region: us-east-1\n    endpoint: %s\n    sampling:\n      enabled: true\n      max_traces_per_second: 0\n      rules_file: %s\n' \
+    "$SINK_URL" "$TMP/rules-$1.json"
+}
+
+if has sampled; then
+  for rep in $(seq 1 "$REPS"); do
+    step "run $rep/$REPS: tracemap, graph only, --error-rate 0.002, max rate, ${DURATION}s"
+    start_tracemap
+    measure tracemap-graph "max#$rep" --error-rate 0.002
+    for rate in 0.05 1.0; do
+      step "run $rep/$REPS: tracemap sampling for X-Ray (default rate $rate), max rate, ${DURATION}s"
+      start_sink
+      start_tracemap "$(sampling_yaml "$rate")"
+      CURRENT="tracemap-sampled-$rate max#$rep" SETTLE=sampled_settle CREDIT_ACCEPTED=1
+      measure "tracemap-sampled-$rate" "max#$rep" --error-rate 0.002
+      SETTLE="" CREDIT_ACCEPTED=""
+      stop_pid "$SINK_PID"
+    done
   done
 fi
 
@@ -445,7 +494,7 @@ EOF
 fi
 
 step "results (collector on core 0, loadgen on core 1; load: $(cut -d' ' -f1-3 /proc/loadavg))"
-"$PY" - "$RESULTS" "$RSS_TARGET_MIB" "$DELIVERY" <<'EOF'
+"$PY" - "$RESULTS" "$RSS_TARGET_MIB" "$DELIVERY" "$SAMPLED" <<'EOF'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 target = float(sys.argv[2])
@@ -475,7 +524,10 @@ for name, runs in per.items():
           f"median {statistics.median(t for _, _, t in runs):,.0f} spans/s, "
           f"peak rss {max(r for _, r, _ in runs):.1f} MiB")
 for ours, theirs in [("tracemap", "rotel"), ("tracemap-xray", "rotel-xray"),
-                     ("tracemap-xray", "tracemap-xray-memory")]:
+                     ("tracemap-xray", "tracemap-xray-memory"),
+                     ("tracemap-sampled-0.05", "tracemap-graph"),
+                     ("tracemap-sampled-1.0", "tracemap-graph"),
+                     ("tracemap-sampled-1.0", "rotel-xray")]:
     if ours in per and theirs in per:
         ratio = statistics.median(e for e, _, _ in per[ours]) / statistics.median(
             e for e, _, _ in per[theirs])
@@ -491,6 +543,13 @@ for name, label, accepted, delivered, bad, documents in delivery:
                f"{lost:,} NOT delivered" if lost > 0 else f"{-lost:,} extra (duplicates)")
     print(f"x-ray delivery, {name} {label}: accepted {int(accepted):,}, the sink received"
           f" {int(delivered):,} spans in {int(documents):,} documents ({bad} bad requests): {verdict}")
+for line in open(sys.argv[4]):
+    run, kept, dropped, received = line.rstrip("\n").split("\t")
+    kept, dropped, received = float(kept), float(dropped), float(received)
+    share = kept / (kept + dropped) if kept + dropped else float("nan")
+    verdict = "all kept spans delivered" if received >= kept else f"{kept - received:,.0f} kept spans NOT delivered"
+    print(f"sampling, {run}: kept {kept:,.0f} of {kept + dropped:,.0f} spans ({100 * share:.1f} %),"
+          f" the sink received {received:,.0f}: {verdict}")
 fixed = [r for r in table if r[1].startswith("rate")]
 for r in fixed:
     verdict = "within" if float(r[8]) <= target else "OVER"

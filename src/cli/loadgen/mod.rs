@@ -64,8 +64,6 @@ const BACKOFF: Backoff = Backoff {
 const BURST: Duration = Duration::from_millis(100);
 /// Largest pool, in spans, so a mistyped flag cannot exhaust memory.
 const MAX_POOL_SPANS: usize = 4_000_000;
-/// Probability that a call (both of its spans) or a root span fails.
-const ERROR_PROBABILITY: f64 = 0.02;
 /// Deepest call chain below the root service.
 const MAX_CALL_DEPTH: u32 = 3;
 
@@ -109,6 +107,10 @@ pub struct LoadgenArgs {
     /// Compress requests with gzip (costs the generator CPU for every request).
     #[arg(long)]
     pub gzip: bool,
+    /// Probability that a call (both of its spans), a database call or a
+    /// root span fails.
+    #[arg(long, value_name = "P", default_value_t = 0.02)]
+    pub error_rate: f64,
     /// Seed of the generated traces; the default differs on every run.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -173,6 +175,9 @@ impl LoadgenArgs {
         }
         if self.max_spans == Some(0) {
             return invalid("max-spans", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            return invalid("error-rate", "must be between 0 and 1");
         }
         if !(2..=1000).contains(&self.services) {
             return invalid("services", "must be between 2 and 1000");
@@ -305,6 +310,7 @@ pub async fn run(args: LoadgenArgs) -> Result<Summary, LoadgenError> {
             .map(|spans| (spans / batch, (spans % batch) as usize)),
         services: args.services,
         seed: args.seed.unwrap_or_else(time_seed),
+        error_probability: args.error_rate,
     };
     let built = std::time::Instant::now();
     let pool = tokio::task::spawn_blocking(move || Pool::generate(&spec))

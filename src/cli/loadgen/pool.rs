@@ -13,6 +13,7 @@ pub(super) struct PoolSpec {
     pub(super) tail: Option<(u64, usize)>,
     pub(super) services: usize,
     pub(super) seed: u64,
+    pub(super) error_probability: f64,
 }
 
 /// One pre-encoded request.
@@ -32,7 +33,7 @@ pub(super) struct Pool {
 
 impl Pool {
     pub(super) fn generate(spec: &PoolSpec) -> Result<Self, FramingError> {
-        let app = App::new(spec.services);
+        let app = App::new(spec.services, spec.error_probability);
         let mut traces = TraceSource {
             rng: Rng::new(spec.seed),
             low_seed: mix64(spec.seed ^ 0x5EED),
@@ -147,6 +148,8 @@ pub(super) struct Service {
 /// calls only services after it, so the map is a DAG like real shops.
 pub(super) struct App {
     pub(super) services: Vec<Service>,
+    /// Probability that a call (both of its spans) or a root span fails.
+    pub(super) error_probability: f64,
 }
 
 pub(super) const SERVICE_NAMES: &[&str] = &[
@@ -170,7 +173,7 @@ pub(super) const USER_AGENTS: &[&str] = &[
 ];
 
 impl App {
-    pub(super) fn new(count: usize) -> Self {
+    pub(super) fn new(count: usize, error_probability: f64) -> Self {
         let services = (0..count)
             .map(|i| {
                 let name = SERVICE_NAMES
@@ -209,7 +212,10 @@ impl App {
                 }
             })
             .collect();
-        Self { services }
+        Self {
+            services,
+            error_probability,
+        }
     }
 }
 
@@ -264,7 +270,7 @@ impl TraceSource {
         trace_id[8..].copy_from_slice(&low.to_be_bytes());
         let start = self.base_nanos + self.next_trace * 10_000;
         let duration = 5_000_000 + self.rng.below(120_000_000);
-        let error = self.rng.chance(ERROR_PROBABILITY);
+        let error = self.rng.chance(app.error_probability);
         let user_agent = *self.rng.pick(USER_AGENTS);
         let mut builder = TraceBuilder {
             rng: &mut self.rng,
@@ -355,7 +361,7 @@ impl TraceBuilder<'_> {
         for call in 0..calls {
             let callee = service + 1 + self.rng.below(downstream as u64) as usize;
             let call_start = start + slot * (call + 1);
-            let call_error = self.rng.chance(ERROR_PROBABILITY);
+            let call_error = self.rng.chance(self.app.error_probability);
             self.client(
                 service,
                 callee,
@@ -425,7 +431,7 @@ impl TraceBuilder<'_> {
         if !self.rng.chance(0.6) {
             return;
         }
-        let error = self.rng.chance(ERROR_PROBABILITY);
+        let error = self.rng.chance(self.app.error_probability);
         let table = &app.services[service].name;
         // Redis has no tables, and its db.namespace is a bare index ("0")
         // that would give every cache the same node: peer.service names it.

@@ -13,6 +13,7 @@ fn spec(requests: usize, batch_size: usize, tail: Option<(u64, usize)>) -> PoolS
         tail,
         services: 8,
         seed: 42,
+        error_probability: 0.02,
     }
 }
 
